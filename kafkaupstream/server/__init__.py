@@ -1,0 +1,19 @@
+"""The asyncio unix-socket server that speaks APISIX's ext-plugin RPC to plugins."""
+
+from kafkaupstream.server.app import (
+    RunnerServer,
+    RunnerState,
+    ServerSettings,
+    bind_unix_socket,
+    parse_listen_address,
+)
+from kafkaupstream.server.tokens import ConfTokenRegistry
+
+__all__ = [
+    "ConfTokenRegistry",
+    "RunnerServer",
+    "RunnerState",
+    "ServerSettings",
+    "bind_unix_socket",
+    "parse_listen_address",
+]

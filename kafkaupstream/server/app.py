@@ -1,0 +1,184 @@
+"""The runner process: the unix socket APISIX connects to, the conf tokens, orderly shutdown.
+
+Shutdown follows APISIX's budget: it sends SIGTERM, waits 1 s, then SIGKILLs. So on SIGTERM the
+runner stops accepting, closes idle connections, lets in-flight exchanges finish for part of the
+budget, answers whatever is left, closes the plugins (producer flush) in what remains, and exits 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import socket
+import stat
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from kafkaupstream.api import Plugin, PreparedConf
+from kafkaupstream.protocol import PrepareConfRequest
+from kafkaupstream.server.handler import ApisixConnection
+from kafkaupstream.server.tokens import ConfTokenRegistry
+
+log = logging.getLogger(__name__)
+
+#: nginx workers often run as another user than the master that spawned us; they need write
+#: permission on the socket to connect (both reference runners use this mode).
+SOCKET_MODE = 0o766
+
+
+@dataclass(frozen=True, slots=True)
+class ServerSettings:
+    """Everything the server needs to know; built by the CLI from APISIX's environment."""
+
+    socket_path: str
+    conf_expire_s: float = 3600.0
+    #: Whole SIGTERM budget: in-flight drain, then plugin close (producer flush). APISIX kills at 1 s.
+    shutdown_timeout_s: float = 0.8
+    #: Share of the budget given to in-flight exchanges before they are answered 503.
+    drain_share: float = 0.6
+
+
+def parse_listen_address(value: str) -> str:
+    """``unix:/path`` (as APISIX sets ``APISIX_LISTEN_ADDRESS``) -> ``/path``."""
+    if not value.startswith("unix:") or len(value) <= len("unix:"):
+        raise ValueError(
+            f"APISIX_LISTEN_ADDRESS must look like 'unix:/path/to/socket', got {value!r}"
+        )
+    return value[len("unix:") :]
+
+
+@dataclass(slots=True)
+class RunnerState:
+    """What every connection of one runner shares: the plugins, the tokens, the shutdown flag."""
+
+    plugins: dict[str, Plugin]
+    tokens: ConfTokenRegistry[tuple[PreparedConf, ...]]
+    connections: set[ApisixConnection] = field(default_factory=set)
+    shutting_down: bool = False
+
+    def prepare_conf(self, request: PrepareConfRequest) -> int:
+        """Prepare every known plugin of the conf list (in order) and register them under a token."""
+        prepared: list[PreparedConf] = []
+        unknown: list[str] = []
+        for entry in request.conf or ():
+            plugin = self.plugins.get(entry.name)
+            if plugin is None:
+                unknown.append(entry.name)
+                continue
+            prepared.append(PreparedConf(plugin, plugin.prepare(entry.value or "")))
+        if unknown:
+            log.warning(
+                "event=unknown_plugins names=%s key=%r action=skipped", ",".join(unknown), request.key
+            )
+        token = self.tokens.register(request.key, tuple(prepared))
+        log.info("event=conf_prepared key=%r token=%d plugins=%d", request.key, token, len(prepared))
+        return token
+
+
+class RunnerServer:
+    """Owns the listening socket and the lifecycle of connections and plugins."""
+
+    def __init__(self, settings: ServerSettings, plugins: Sequence[Plugin]) -> None:
+        self.settings = settings
+        self.state = RunnerState(
+            plugins={p.name: p for p in plugins},
+            tokens=ConfTokenRegistry(settings.conf_expire_s),
+        )
+        self._server: asyncio.AbstractServer | None = None
+        self._socket_identity: tuple[int, int] | None = None
+        self._stopped = asyncio.Event()
+
+    async def start(self, sock: socket.socket | None = None) -> None:
+        """Bind (unless a pre-bound socket is given), start the plugins, start accepting."""
+        for plugin in self.state.plugins.values():
+            await plugin.start()
+        if sock is None:
+            sock = bind_unix_socket(self.settings.socket_path)
+            st = os.stat(self.settings.socket_path)
+            self._socket_identity = (st.st_dev, st.st_ino)
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_unix_server(
+            lambda: ApisixConnection(self.state), sock=sock, backlog=1024
+        )
+        log.info("event=listening path=%s pid=%d", self.settings.socket_path, os.getpid())
+
+    def request_shutdown(self) -> None:
+        """Signal handler entry point (SIGTERM/SIGINT): idempotent."""
+        if not self.state.shutting_down:
+            log.info("event=shutdown_requested")
+            self.state.shutting_down = True
+            self._stopped.set()
+
+    async def serve_until_stopped(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.request_shutdown)
+        await self._stopped.wait()
+        await self.shutdown()
+
+    async def shutdown(self) -> None:
+        """Stop accepting, drain in-flight exchanges, close plugins; bounded by the budget."""
+        started = time.monotonic()
+        budget = self.settings.shutdown_timeout_s
+        self.state.shutting_down = True
+        if self._server is not None:
+            self._server.close()
+        self._unlink_socket_if_ours()
+        for conn in list(self.state.connections):
+            conn.close_if_idle()
+        busy = [c.task for c in self.state.connections if c.busy and c.task is not None]
+        drain_s = budget * self.settings.drain_share
+        if busy:
+            _done, pending = await asyncio.wait(busy, timeout=drain_s)
+            for task in pending:
+                task.cancel()
+            if pending:
+                log.warning("event=shutdown_cancelled_exchanges count=%d", len(pending))
+                await asyncio.wait(pending, timeout=0.05)
+        for conn in list(self.state.connections):
+            conn.abort()
+        remaining = max(0.05, budget - (time.monotonic() - started))
+        for plugin in self.state.plugins.values():
+            try:
+                await plugin.close(remaining)
+            except Exception:
+                log.exception("event=plugin_close_failed plugin=%s", plugin.name)
+        log.info("event=stopped elapsed_ms=%d", (time.monotonic() - started) * 1000)
+
+    def _unlink_socket_if_ours(self) -> None:
+        """Unlink only the socket we created: on reload a new runner may already own the path."""
+        if self._socket_identity is None:
+            return
+        try:
+            st = os.stat(self.settings.socket_path)
+        except FileNotFoundError:
+            return
+        if (st.st_dev, st.st_ino) == self._socket_identity:
+            os.unlink(self.settings.socket_path)
+        else:
+            log.info("event=socket_kept reason=replaced_by_another_runner")
+
+
+def bind_unix_socket(path: str) -> socket.socket:
+    """Bind a listening unix socket at ``path``, replacing a stale socket file (never other files)."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        pass
+    else:
+        if not stat.S_ISSOCK(st.st_mode):
+            raise FileExistsError(f"{path} exists and is not a socket; refusing to replace it")
+        os.unlink(path)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.bind(path)
+        os.chmod(path, SOCKET_MODE)
+        sock.listen(1024)
+    except BaseException:
+        sock.close()
+        raise
+    sock.setblocking(False)
+    return sock

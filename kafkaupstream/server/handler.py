@@ -1,0 +1,242 @@
+"""One APISIX connection: bytes in through the sans-IO codec, one exchange at a time, answers out.
+
+APISIX opens many connections (one per concurrent request, plus one per nested PrepareConf) and
+keeps them pooled, so each connection is an ``asyncio.Protocol`` with its own task; a slow exchange
+on one never blocks another.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import TYPE_CHECKING
+
+from kafkaupstream.api import Answer, HTTPRequest
+from kafkaupstream.protocol import (
+    NEED_DATA,
+    Connection,
+    ConnectionClosed,
+    ErrorCode,
+    ErrorResponse,
+    ExtraInfoRequest,
+    ExtraInfoResponse,
+    FrameTooLarge,
+    HTTPReqCallRequest,
+    HTTPReqCallResponse,
+    HTTPRespCallRequest,
+    HTTPRespCallResponse,
+    PrepareConfRequest,
+    PrepareConfResponse,
+    ProtocolError,
+    ReqBody,
+    Role,
+    Stop,
+    TextEntry,
+    Var,
+    encode_message,
+)
+
+if TYPE_CHECKING:
+    from kafkaupstream.server.app import RunnerState
+
+log = logging.getLogger(__name__)
+
+_INTERNAL_ERROR = Answer(
+    500,
+    b'{"error":"internal_error","message":"the runner failed on this request; see its log"}',
+    (("Content-Type", "application/json"),),
+)
+_SHUTTING_DOWN = Answer(
+    503,
+    b'{"error":"shutting_down","message":"the runner is restarting; retry"}',
+    (("Content-Type", "application/json"), ("Retry-After", "1")),
+)
+
+
+class PeerGone(Exception):
+    """APISIX closed the connection (or sent garbage) while a plugin awaited ExtraInfo."""
+
+
+class ApisixConnection(asyncio.Protocol):
+    """Serves the RPC on one accepted unix-socket connection."""
+
+    def __init__(self, state: RunnerState) -> None:
+        self._state = state
+        self._conn = Connection(Role.RUNNER)
+        self._transport: asyncio.Transport | None = None
+        self._wakeup: asyncio.Future[None] | None = None
+        self._task: asyncio.Task[None] | None = None
+        self.busy = False
+
+    # --- asyncio.Protocol -------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self._transport = transport
+        self._state.connections.add(self)
+        self._task = asyncio.get_running_loop().create_task(self._serve())
+
+    def data_received(self, data: bytes) -> None:
+        self._conn.receive_data(data)
+        self._wake()
+
+    def eof_received(self) -> bool:
+        self._conn.receive_data(b"")
+        self._wake()
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._state.connections.discard(self)
+        if not self._conn_closed_seen():
+            self._conn.receive_data(b"")
+        self._wake()
+
+    # --- control from the server --------------------------------------------------------------
+
+    def close_if_idle(self) -> None:
+        """Shutdown: drop connections that are not in the middle of an exchange."""
+        if not self.busy and self._transport is not None:
+            self._transport.close()
+
+    def abort(self) -> None:
+        if self._transport is not None:
+            self._transport.abort()
+
+    @property
+    def task(self) -> asyncio.Task[None] | None:
+        return self._task
+
+    # --- the exchange loop --------------------------------------------------------------------
+
+    def _conn_closed_seen(self) -> bool:
+        return self._transport is None or self._transport.is_closing()
+
+    def _wake(self) -> None:
+        if self._wakeup is not None and not self._wakeup.done():
+            self._wakeup.set_result(None)
+
+    async def _next_event(self) -> object:
+        while True:
+            event = self._conn.next_event()
+            if event is not NEED_DATA:
+                return event
+            self._wakeup = asyncio.get_running_loop().create_future()
+            await self._wakeup
+            self._wakeup = None
+
+    def _send(self, message: object) -> None:
+        assert self._transport is not None
+        if self._transport.is_closing():
+            return
+        try:
+            data = self._conn.send(message)  # type: ignore[arg-type]
+        except FrameTooLarge as exc:
+            log.error("event=reply_too_large cause=%r; answering SERVICE_UNAVAILABLE", str(exc))
+            data = self._conn.send(ErrorResponse(ErrorCode.SERVICE_UNAVAILABLE))
+        self._transport.write(data)
+
+    async def _serve(self) -> None:
+        try:
+            while True:
+                try:
+                    event = await self._next_event()
+                except ProtocolError as exc:
+                    self._fail(exc)
+                    return
+                if isinstance(event, ConnectionClosed):
+                    return
+                self.busy = True
+                try:
+                    if self._state.shutting_down:
+                        self._send(ErrorResponse(ErrorCode.SERVICE_UNAVAILABLE))
+                        return
+                    await self._dispatch(event)
+                finally:
+                    self.busy = False
+                if self._state.shutting_down:
+                    return
+        except PeerGone as exc:
+            log.warning("event=exchange_aborted cause=%r", str(exc))
+        finally:
+            if self._transport is not None:
+                self._transport.close()
+
+    def _fail(self, exc: ProtocolError) -> None:
+        log.warning("event=malformed_frame cause=%r action=rpc_error_and_close", str(exc))
+        if self._transport is not None and not self._transport.is_closing():
+            self._transport.write(encode_message(ErrorResponse(exc.error_code)))
+
+    async def _dispatch(self, event: object) -> None:
+        if isinstance(event, PrepareConfRequest):
+            token = self._state.prepare_conf(event)
+            self._send(PrepareConfResponse(token))
+        elif isinstance(event, HTTPReqCallRequest):
+            await self._http_req_call(event)
+        elif isinstance(event, HTTPRespCallRequest):
+            if self._state.tokens.lookup(event.conf_token) is None:
+                self._send(ErrorResponse(ErrorCode.CONF_TOKEN_NOT_FOUND))
+            else:
+                self._send(HTTPRespCallResponse(event.id))
+        else:  # the codec's state machine makes this unreachable; answer rather than hang
+            self._send(ErrorResponse(ErrorCode.BAD_REQUEST))
+
+    async def _http_req_call(self, call: HTTPReqCallRequest) -> None:
+        prepared = self._state.tokens.lookup(call.conf_token)
+        if prepared is None:
+            log.info("event=conf_token_not_found token=%d", call.conf_token)
+            self._send(ErrorResponse(ErrorCode.CONF_TOKEN_NOT_FOUND))
+            return
+        request = HTTPRequest(
+            id=call.id,
+            method=call.method,
+            path=call.path,
+            src_ip=call.src_ip,
+            args=call.args,
+            headers=call.headers,
+            fetch_body=self._fetch_body,
+            fetch_var=self._fetch_var,
+        )
+        answer: Answer | None = None
+        try:
+            for conf in prepared:
+                answer = await conf.plugin.handle(conf.state, request)
+                if answer is not None:
+                    break
+        except PeerGone:
+            raise
+        except asyncio.CancelledError:
+            # Shutdown ran out of time for this exchange: answer it rather than leave it hanging.
+            # (Impossible only while an ExtraInfo is outstanding; then closing is the answer.)
+            with contextlib.suppress(ProtocolError):
+                self._send(HTTPReqCallResponse(call.id, _to_stop(_SHUTTING_DOWN)))
+            raise
+        except Exception:
+            log.exception("event=plugin_failed request_id=%d", call.id)
+            answer = _INTERNAL_ERROR
+        self._send(HTTPReqCallResponse(call.id, None if answer is None else _to_stop(answer)))
+
+    async def _extra_info(self, request: ExtraInfoRequest) -> bytes | None:
+        self._send(request)
+        try:
+            event = await self._next_event()
+        except ProtocolError as exc:
+            self._fail(exc)
+            raise PeerGone(f"bad frame while waiting for ExtraInfo: {exc}") from exc
+        if isinstance(event, ExtraInfoResponse):
+            return event.result
+        raise PeerGone("APISIX closed the connection while the runner waited for ExtraInfo")
+
+    async def _fetch_body(self) -> bytes | None:
+        return await self._extra_info(ExtraInfoRequest(ReqBody()))
+
+    async def _fetch_var(self, name: str) -> bytes | None:
+        return await self._extra_info(ExtraInfoRequest(Var(name)))
+
+
+def _to_stop(answer: Answer) -> Stop:
+    return Stop(
+        status=answer.status,
+        headers=tuple(TextEntry(name, value) for name, value in answer.headers),
+        body=answer.body,
+    )

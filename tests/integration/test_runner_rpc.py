@@ -1,0 +1,383 @@
+"""The runner process over a real unix socket, driven by the fake APISIX (issue: runner core)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import random
+import signal
+import socket
+import stat
+import struct
+import time
+
+import pytest
+
+from harness.fake_apisix import ClientRequest, FakeApisix, PluginConf
+from harness.runner_process import RunnerProcess
+from kafkaupstream.protocol import (
+    Connection,
+    ErrorCode,
+    ErrorResponse,
+    ExtraInfoRequest,
+    ExtraInfoResponse,
+    HTTPReqCallRequest,
+    HTTPReqCallResponse,
+    PrepareConfRequest,
+    PrepareConfResponse,
+    ReqBody,
+    Role,
+    Stop,
+    TextEntry,
+    decode_runner_message,
+    encode_message,
+)
+
+
+def stop_conf(version: int = 1, **fields: object) -> PluginConf:
+    return PluginConf(conf=(("stop", json.dumps(fields)),), version=version)
+
+
+@pytest.fixture
+def runner():
+    with RunnerProcess(args=["--test-plugins"]) as proc:
+        yield proc
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+# --- raw-socket helpers: bytes on the wire, no fake APISIX in between ---------------------------
+
+
+def raw_connect(path: str) -> socket.socket:
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(5)
+    sock.connect(path)
+    return sock
+
+
+def read_frame(sock: socket.socket) -> tuple[int, bytes]:
+    header = _read_exactly(sock, 4)
+    length = struct.unpack(">I", b"\x00" + header[1:])[0]
+    return header[0], _read_exactly(sock, length)
+
+
+def _read_exactly(sock: socket.socket, n: int) -> bytes:
+    buf = bytearray()
+    while len(buf) < n:
+        chunk = sock.recv(n - len(buf))
+        if not chunk:
+            raise EOFError(f"peer closed after {len(buf)} of {n} bytes")
+        buf += chunk
+    return bytes(buf)
+
+
+def prepare_raw(path: str, conf: tuple[TextEntry, ...] | None, key: str = "route#1#x#1") -> int:
+    with raw_connect(path) as sock:
+        sock.sendall(encode_message(PrepareConfRequest(conf, key)))
+        frame_type, payload = read_frame(sock)
+    reply = decode_runner_message(frame_type, payload)
+    assert isinstance(reply, PrepareConfResponse)
+    return reply.conf_token
+
+
+# --- conf tokens --------------------------------------------------------------------------------
+
+
+def test_tokens_count_from_one_and_same_key_gets_same_token(runner):
+    stop = (TextEntry("stop", "{}"),)
+    first = prepare_raw(runner.socket_path, stop, key="route#1#ext-plugin-pre-req#1")
+    again = prepare_raw(runner.socket_path, stop, key="route#1#ext-plugin-pre-req#1")
+    other = prepare_raw(runner.socket_path, stop, key="route#2#ext-plugin-pre-req#1")
+    assert (first, again, other) == (1, 1, 2)
+
+
+def test_absent_and_empty_conf_lists_still_get_tokens(runner):
+    assert prepare_raw(runner.socket_path, None, key="route#1#a#1") >= 1
+    assert prepare_raw(runner.socket_path, (), key="route#1#b#1") >= 1
+
+
+def test_unknown_plugin_is_skipped_with_one_log_line(runner):
+    async def scenario():
+        async with FakeApisix(runner.socket_path) as apisix:
+            conf = PluginConf(conf=(("nosuch", "{}"), ("stop", '{"status": 418}')))
+            return await apisix.request(conf, ClientRequest())
+
+    answer = run(scenario())
+    assert answer.status == 418
+    lines = [line for line in runner.logs().splitlines() if "unknown_plugins" in line]
+    assert len(lines) == 1 and "nosuch" in lines[0]
+
+
+def test_unknown_token_is_answered_with_rpc_error_code_2_in_a_type_0_frame(runner):
+    with raw_connect(runner.socket_path) as sock:
+        sock.sendall(encode_message(HTTPReqCallRequest(id=7, conf_token=999)))
+        frame_type, payload = read_frame(sock)
+    assert frame_type == 0
+    assert decode_runner_message(frame_type, payload) == ErrorResponse(
+        ErrorCode.CONF_TOKEN_NOT_FOUND
+    )
+
+
+def test_expired_token_gets_code_2_and_apisix_retry_succeeds():
+    # APISIX_CONF_EXPIRE_TIME=1 -> the runner keeps a token 1.2 s after its last use.
+    with RunnerProcess(args=["--test-plugins"], conf_expire="1") as proc:
+
+        async def scenario():
+            async with FakeApisix(proc.socket_path) as apisix:
+                conf = stop_conf(status=201)
+                first = await apisix.request(conf, ClientRequest())
+                await asyncio.sleep(1.6)  # APISIX's own caches (3600 s) still hold the token
+                second = await apisix.request(conf, ClientRequest())
+                return first, second, apisix.prepare_count, apisix.retry_count
+
+        first, second, prepares, retries = run(scenario())
+    assert (first.status, second.status) == (201, 201)
+    assert (prepares, retries) == (2, 1)
+
+
+def test_token_used_within_its_ttl_keeps_living():
+    with RunnerProcess(args=["--test-plugins"], conf_expire="1") as proc:
+
+        async def scenario():
+            async with FakeApisix(proc.socket_path) as apisix:
+                conf = stop_conf(status=202)
+                for _ in range(5):  # 5 x 0.5 s > 1.2 s TTL, but each use refreshes it
+                    assert (await apisix.request(conf, ClientRequest())).status == 202
+                    await asyncio.sleep(0.5)
+                return apisix.retry_count
+
+        assert run(scenario()) == 0
+
+
+# --- the nested PrepareConf and concurrency ------------------------------------------------------
+
+
+def test_nested_prepare_conf_on_second_connection_does_not_deadlock(runner):
+    async def scenario():
+        # read timeout 5 s: a runner that serves one connection at a time would hang here.
+        async with FakeApisix(runner.socket_path, read_timeout_s=5) as apisix:
+            started = time.monotonic()
+            answer = await apisix.request(stop_conf(status=403), ClientRequest())
+            return answer, time.monotonic() - started, apisix.prepare_count
+
+    answer, elapsed, prepares = run(scenario())
+    assert answer.status == 403 and answer.action == "stop"
+    assert prepares == 1
+    assert elapsed < 2
+
+
+def test_garbage_on_one_connection_does_not_disturb_fifty_others(runner):
+    async def scenario():
+        async with FakeApisix(runner.socket_path, workers=4) as apisix:
+            conf = stop_conf(echo_body=True, delay_ms=20)
+            await apisix.prepare(conf)
+
+            async def one(i: int):
+                body = f"request-{i}".encode() * (i + 1)
+                answer = await apisix.request(conf, ClientRequest(body=body))
+                return answer.status, answer.body == body
+
+            def garbage() -> tuple[int, bytes, bytes]:
+                with raw_connect(runner.socket_path) as sock:
+                    # a valid header announcing a payload that is not a FlatBuffer
+                    sock.sendall(b"\x02\x00\x00\x08" + b"\xff" * 8)
+                    frame_type, payload = read_frame(sock)
+                    rest = sock.recv(10)  # the runner closed this connection
+                return frame_type, payload, rest
+
+            results = await asyncio.gather(
+                *(one(i) for i in range(50)), asyncio.to_thread(garbage)
+            )
+            return results[:50], results[50]
+
+    answers, (frame_type, payload, rest) = run(scenario())
+    assert answers == [(200, True)] * 50
+    assert frame_type == 0
+    assert decode_runner_message(frame_type, payload) == ErrorResponse(ErrorCode.BAD_REQUEST)
+    assert rest == b""
+
+
+def test_unknown_frame_type_gets_bad_request(runner):
+    with raw_connect(runner.socket_path) as sock:
+        sock.sendall(b"\x09\x00\x00\x04abcd")
+        frame_type, payload = read_frame(sock)
+        assert sock.recv(1) == b""
+    assert decode_runner_message(frame_type, payload) == ErrorResponse(ErrorCode.BAD_REQUEST)
+
+
+def test_frame_claiming_16_mib_then_close_leaves_runner_serving(runner):
+    with raw_connect(runner.socket_path) as sock:
+        sock.sendall(b"\x01\xff\xff\xff" + b"0123456789")
+    # the runner is still serving other connections
+    assert prepare_raw(runner.socket_path, (TextEntry("stop", "{}"),), key="k#after") >= 1
+
+
+# --- ExtraInfo ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "size", [0, 1, 64 * 1024, 1024 * 1024, int(15.9 * 1024 * 1024)], ids=lambda n: f"{n}B"
+)
+def test_bodies_arrive_intact_through_extra_info(runner, size):
+    body = random.Random(size).randbytes(size)
+
+    async def scenario():
+        async with FakeApisix(runner.socket_path) as apisix:
+            return await apisix.request(stop_conf(echo_body=True), ClientRequest(body=body))
+
+    answer = run(scenario())
+    assert answer.status == 200
+    assert answer.body == body
+
+
+def test_body_sent_in_arbitrary_chunks_arrives_intact(runner):
+    body = random.Random(7).randbytes(3 * 1024 * 1024 + 17)
+    token = prepare_raw(runner.socket_path, (TextEntry("stop", '{"echo_body": true}'),), "k#c")
+    codec = Connection(Role.APISIX)
+    rng = random.Random(1)
+    with raw_connect(runner.socket_path) as sock:
+        sock.sendall(codec.send(HTTPReqCallRequest(id=1, conf_token=token)))
+        kind, payload = read_frame(sock)
+        codec.receive_data(bytes([kind]) + len(payload).to_bytes(3, "big") + payload)
+        assert codec.next_event() == ExtraInfoRequest(ReqBody())
+        frame = codec.send(ExtraInfoResponse(body))
+        pos = 0
+        while pos < len(frame):
+            step = rng.choice([1, 3, 4, 5, 1000, 65536, 300_000])
+            sock.sendall(frame[pos : pos + step])
+            pos += step
+            if rng.random() < 0.01:
+                time.sleep(0.001)
+        kind, payload = read_frame(sock)
+    reply = decode_runner_message(kind, payload)
+    assert isinstance(reply, HTTPReqCallResponse) and isinstance(reply.action, Stop)
+    assert reply.action.body == body
+
+
+def test_reply_over_16_mib_is_refused_with_an_rpc_error(runner):
+    body = b"x" * (16_777_215 - 64)  # fits an ExtraInfo answer; the echoed Stop does not fit
+
+    async def scenario():
+        async with FakeApisix(runner.socket_path) as apisix:
+            return await apisix.request(stop_conf(echo_body=True), ClientRequest(body=body))
+
+    answer = run(scenario())
+    assert answer.status == 503
+    assert "service unavailable" in answer.error
+
+
+def test_vars_are_fetched_through_extra_info(runner):
+    async def scenario():
+        async with FakeApisix(runner.socket_path) as apisix:
+            conf = stop_conf(echo_vars=["remote_addr", "route_id", "nope"])
+            client = ClientRequest(vars={"remote_addr": b"127.0.0.1", "route_id": b"1"})
+            return await apisix.request(conf, client)
+
+    answer = run(scenario())
+    assert answer.header("X-Var-remote_addr") == "127.0.0.1"
+    assert answer.header("X-Var-route_id") == "1"
+    assert answer.header("X-Var-nope") == "<nil>"
+
+
+def test_stop_answer_keeps_duplicate_headers_and_status(runner):
+    async def scenario():
+        async with FakeApisix(runner.socket_path) as apisix:
+            return await apisix.request(
+                stop_conf(status=405, body="cat", headers={"X-Resp": "foo"}), ClientRequest()
+            )
+
+    answer = run(scenario())
+    assert (answer.status, answer.body, answer.header("x-resp")) == (405, b"cat", "foo")
+
+
+# --- process lifecycle ------------------------------------------------------------------------
+
+
+def test_socket_is_world_connectable_and_stale_socket_is_replaced(tmp_path):
+    path = str(tmp_path / "r.sock")
+    stale = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    stale.bind(path)
+    stale.close()  # a socket file nobody listens on, as a crashed runner leaves behind
+    with RunnerProcess(socket_path=path, args=["--test-plugins"]) as proc:
+        mode = stat.S_IMODE(os.stat(path).st_mode)
+        assert mode == 0o766
+        assert prepare_raw(proc.socket_path, None, "k#1") == 1
+        assert proc.stop() == 0
+    assert not os.path.exists(path)
+
+
+def test_socket_of_a_newer_runner_is_not_unlinked_on_exit(tmp_path):
+    path = str(tmp_path / "r.sock")
+    old = RunnerProcess(socket_path=path, args=["--test-plugins"]).start()
+    new = RunnerProcess(socket_path=path, args=["--test-plugins"]).start()  # a reload
+    try:
+        assert old.stop() == 0
+        assert os.path.exists(path)
+        assert prepare_raw(path, None, "k#new") == 1  # the new runner still answers
+    finally:
+        new.close()
+
+
+def test_missing_listen_address_exits_with_a_clear_error():
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "APISIX_LISTEN_ADDRESS"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "kafkaupstream", "run"], env=env, capture_output=True, timeout=30
+    )
+    assert proc.returncode == 2
+    assert b"APISIX_LISTEN_ADDRESS" in proc.stderr
+
+
+def test_sigterm_during_traffic_exits_zero_within_one_second_answering_in_flight(runner):
+    async def scenario():
+        async with FakeApisix(runner.socket_path, workers=4) as apisix:
+            conf = stop_conf(status=200, echo_body=True, delay_ms=150)
+            await apisix.prepare(conf)
+            tasks = [
+                asyncio.create_task(apisix.request(conf, ClientRequest(body=b"%d" % i)))
+                for i in range(40)
+            ]
+            await asyncio.sleep(0.05)  # every exchange is now inside the plugin's delay
+            started = time.monotonic()
+            runner.signal(signal.SIGTERM)
+            code = await asyncio.to_thread(runner.proc.wait, 5)
+            elapsed = time.monotonic() - started
+            answers = await asyncio.gather(*tasks)
+            return code, elapsed, answers
+
+    code, elapsed, answers = run(scenario())
+    assert code == 0
+    assert elapsed < 1.0
+    assert [(a.status, a.body) for a in answers] == [(200, b"%d" % i) for i in range(40)]
+
+
+def test_sigterm_cuts_off_an_exchange_longer_than_the_budget_with_an_answer(runner):
+    async def scenario():
+        async with FakeApisix(runner.socket_path) as apisix:
+            conf = stop_conf(delay_ms=5000)
+            await apisix.prepare(conf)
+            task = asyncio.create_task(apisix.request(conf, ClientRequest()))
+            await asyncio.sleep(0.1)
+            runner.signal(signal.SIGTERM)
+            code = await asyncio.to_thread(runner.proc.wait, 5)
+            return code, await task
+
+    code, answer = run(scenario())
+    assert code == 0
+    assert answer.status == 503
+    assert json.loads(answer.body)["error"] == "shutting_down"
+
+
+def test_idle_pooled_connection_is_closed_on_shutdown_without_error(runner):
+    with raw_connect(runner.socket_path) as sock:
+        sock.sendall(encode_message(PrepareConfRequest(None, "k#idle")))
+        read_frame(sock)
+        assert runner.stop() == 0
+        assert sock.recv(1) == b""
+
