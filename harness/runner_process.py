@@ -66,21 +66,26 @@ class RunnerProcess:
         return self
 
     def wait_ready(self, timeout: float) -> None:
-        """Until the socket accepts connections (or the process died: then raise with its log)."""
+        """Until this process logged that it listens and the socket accepts connections.
+
+        Both, because on a reload the path may still belong to the previous runner.
+        """
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             assert self.proc is not None
             if self.proc.poll() is not None:
                 raise RuntimeError(f"runner exited with {self.proc.returncode}:\n{self.logs()}")
-            try:
-                with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
-                    probe.connect(self.socket_path)
-                return
-            except OSError:
-                time.sleep(0.02)
+            if "event=listening" in self.logs():
+                try:
+                    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+                        probe.connect(self.socket_path)
+                    return
+                except OSError:
+                    pass
+            time.sleep(0.02)
         raise TimeoutError(f"runner not listening after {timeout}s:\n{self.logs()}")
 
-    def signal(self, sig: int) -> None:
+    def send_signal(self, sig: int) -> None:
         assert self.proc is not None
         self.proc.send_signal(sig)
 

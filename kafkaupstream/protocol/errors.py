@@ -34,4 +34,4 @@ class FrameTooLarge(ProtocolError):
 
 
 class InvalidMessage(ProtocolError, ValueError):
-    """A message we were asked to send holds a value its wire type cannot carry (e.g. id >= 2**32)."""
+    """A message to send holds a value its wire type cannot carry (e.g. an id of 2**32)."""

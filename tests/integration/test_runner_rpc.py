@@ -259,7 +259,9 @@ def test_body_sent_in_arbitrary_chunks_arrives_intact(runner):
 
 
 def test_reply_over_16_mib_is_refused_with_an_rpc_error(runner):
-    body = b"x" * (16_777_215 - 64)  # fits an ExtraInfo answer; the echoed Stop does not fit
+    # The largest body an ExtraInfo answer can carry; the Stop echoing it needs more room.
+    overhead = len(encode_message(ExtraInfoResponse(b""))) - 4
+    body = b"x" * (16_777_215 - overhead - 8)
 
     async def scenario():
         async with FakeApisix(runner.socket_path) as apisix:
@@ -345,7 +347,7 @@ def test_sigterm_during_traffic_exits_zero_within_one_second_answering_in_flight
             ]
             await asyncio.sleep(0.05)  # every exchange is now inside the plugin's delay
             started = time.monotonic()
-            runner.signal(signal.SIGTERM)
+            runner.send_signal(signal.SIGTERM)
             code = await asyncio.to_thread(runner.proc.wait, 5)
             elapsed = time.monotonic() - started
             answers = await asyncio.gather(*tasks)
@@ -364,7 +366,7 @@ def test_sigterm_cuts_off_an_exchange_longer_than_the_budget_with_an_answer(runn
             await apisix.prepare(conf)
             task = asyncio.create_task(apisix.request(conf, ClientRequest()))
             await asyncio.sleep(0.1)
-            runner.signal(signal.SIGTERM)
+            runner.send_signal(signal.SIGTERM)
             code = await asyncio.to_thread(runner.proc.wait, 5)
             return code, await task
 
