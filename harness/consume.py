@@ -11,7 +11,7 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Generator, Iterable
 from dataclasses import dataclass
 
 from confluent_kafka import (
@@ -48,6 +48,8 @@ class ConsumedRecord:
     def from_message(cls, message: Message) -> ConsumedRecord:
         """Copy what a test cares about out of a confluent-kafka Message."""
         ts_type, ts = message.timestamp()
+        raw_headers = message.headers() or []
+        pairs = raw_headers.items() if isinstance(raw_headers, dict) else raw_headers
         topic, partition, offset = message.topic(), message.partition(), message.offset()
         assert topic is not None and partition is not None and offset is not None
         return cls(
@@ -56,7 +58,7 @@ class ConsumedRecord:
             offset=offset,
             key=_as_bytes(message.key()),
             value=_as_bytes(message.value()),
-            headers=tuple((name, _as_bytes(value)) for name, value in message.headers() or ()),
+            headers=tuple((name, _as_bytes(value)) for name, value in pairs),
             timestamp=None if ts_type == TIMESTAMP_NOT_AVAILABLE else ts,
         )
 
@@ -129,7 +131,9 @@ def read_records(
     deadline = time.monotonic() + timeout
     consumer = _consumer(bootstrap)
     try:
-        wanted = list(partitions) if partitions is not None else _partitions(consumer, topic, timeout)
+        wanted = (
+            list(partitions) if partitions is not None else _partitions(consumer, topic, timeout)
+        )
         consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in wanted])
         records: list[ConsumedRecord] = []
         while expected is None or len(records) < expected:
@@ -152,7 +156,7 @@ def follow(
     from_beginning: bool = False,
     stop: threading.Event | None = None,
     poll_interval: float = 0.2,
-) -> Iterator[ConsumedRecord]:
+) -> Generator[ConsumedRecord, None, None]:
     """Yield records of ``topic`` as they arrive, until ``stop`` is set or the generator is closed.
 
     Partitions are those of the topic when following starts; closing the generator (``close()``,
@@ -160,9 +164,7 @@ def follow(
     """
     consumer = _consumer(bootstrap)
     try:
-        wanted = (
-            list(partitions) if partitions is not None else _partitions(consumer, topic, 10.0)
-        )
+        wanted = list(partitions) if partitions is not None else _partitions(consumer, topic, 10.0)
         start = OFFSET_BEGINNING if from_beginning else OFFSET_END
         consumer.assign([TopicPartition(topic, p, start) for p in wanted])
         while stop is None or not stop.is_set():

@@ -1,0 +1,95 @@
+"""The bench's results as markdown: the table, the ratios, and who was CPU-saturated."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+
+from harness.bench.scenarios import Row
+
+#: A single-threaded process at or above this many cores is taken as saturated.
+SATURATED = 0.9
+#: Other processes using more than this many cores make the figures unrepresentative.
+NOISY = 0.2
+#: (numerator, denominator, meaning) of the ratios the issue asks for.
+RATIOS = (
+    ("stop", "a", "runner RPC path without Kafka vs floor"),
+    ("c", "a", "runner async vs floor"),
+    ("d", "a", "runner sync vs floor"),
+    ("c", "b", "runner async vs raw produce"),
+    ("d", "b-idem", "runner sync vs raw idempotent produce"),
+)
+
+
+def _num(value: float | None, fmt: str) -> str:
+    if value is None or math.isnan(value):
+        return "—"
+    return fmt.format(value)
+
+
+def _cpu(row: Row, name: str) -> str:
+    return _num(row.cpu.get(name), "{:.2f}")
+
+
+def saturation(row: Row, cpus: int) -> str:
+    """Which process was at a core's worth of CPU, or whether the machine itself was full."""
+    if row.error:
+        return "—"
+    busy = [
+        f"{name} ({used:.2f})"
+        for name, used in row.cpu.items()
+        if name != "other" and used >= SATURATED
+    ]
+    total = sum(row.cpu.values())
+    if not busy and total >= SATURATED * cpus:
+        return f"the machine: all {cpus} cores busy, {row.cpu.get('other', 0):.2f} by others"
+    if not busy:
+        return "none (waiting on each other: latency-bound)"
+    return ", ".join(busy)
+
+
+def render(rows: Sequence[Row], facts: Mapping[str, str], cpus: int) -> str:
+    by_key = {row.key: row for row in rows}
+    lines = ["# kafkaupstream benchmark", ""]
+    lines += [f"- {name}: {value}" for name, value in facts.items()]
+    noise = max((row.cpu.get("other", 0.0) for row in rows), default=0.0)
+    if noise > NOISY:
+        lines += [
+            "",
+            f"**Warning: other processes used up to {noise:.2f} of the {cpus} cores "
+            "during the measured windows ('other cores' below); these figures understate "
+            "this machine. Compare ratios within this run, or rerun on a quiet machine.**",
+        ]
+    lines += [
+        "",
+        "| key | scenario | req/s | p50 ms | p99 ms | answers | server cores | load cores "
+        "| broker cores | other cores |",
+        "|---|---|--:|--:|--:|---|--:|--:|--:|--:|",
+    ]
+    for row in rows:
+        if row.error:
+            lines.append(f"| {row.key} | {row.label} | failed: {row.error} | | | | | | | |")
+            continue
+        lines.append(
+            f"| {row.key} | {row.label} | {_num(row.rate, '{:,.0f}')} | {_num(row.p50, '{:.2f}')} "
+            f"| {_num(row.p99, '{:.2f}')} | {row.answers} | {_cpu(row, 'server')} "
+            f"| {_cpu(row, 'load')} | {_cpu(row, 'broker')} | {_cpu(row, 'other')} |"
+        )
+    lines += ["", "| ratio | value | meaning |", "|---|--:|---|"]
+    for top, bottom, meaning in RATIOS:
+        a, b = by_key.get(top), by_key.get(bottom)
+        if a and b and a.rate and b.rate and not (a.error or b.error):
+            lines.append(f"| {top}/{bottom} | {a.rate / b.rate:.2f} | {meaning} |")
+        else:
+            lines.append(f"| {top}/{bottom} | — | {meaning} (a scenario is missing) |")
+    lines += [
+        "",
+        "Who was CPU-saturated (cores used during the measured window; "
+        f"{SATURATED} or more of a core counts):",
+        "",
+    ]
+    lines += [f"- {row.key}: {saturation(row, cpus)}" for row in rows]
+    notes = [f"- {row.key}: {note}" for row in rows for note in row.notes]
+    if notes:
+        lines += ["", "Notes:", "", *notes]
+    return "\n".join(lines) + "\n"

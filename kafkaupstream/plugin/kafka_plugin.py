@@ -1,0 +1,3 @@
+from kafkaupstream.builtin import StopPlugin
+class KafkaUpstreamPlugin(StopPlugin):
+    name = "kafkaupstream"

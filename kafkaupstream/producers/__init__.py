@@ -1,0 +1,63 @@
+"""Kafka producers: one per distinct connection config, delivery reports bridged into asyncio.
+
+Typical use (the server owns the pool; the plugin asks it for a producer once per route conf)::
+
+    pool = ProducerPool()
+    producer = pool.get({"bootstrap.servers": "127.0.0.1:9092", "acks": "all"})
+    outcome = await producer.produce(KafkaRecord("events", b"{}"), wait=True, timeout=5.0)
+    await pool.close(timeout=0.5)
+"""
+
+from kafkaupstream.producers.config import (
+    ConfigKey,
+    ConfigValue,
+    ProducerConfig,
+    ProducerConfigError,
+    canonical_config,
+    is_secret,
+    redact,
+)
+from kafkaupstream.producers.outcomes import (
+    ANY_PARTITION,
+    Backpressure,
+    Delivered,
+    DeliveryOutcome,
+    DeliveryTimeout,
+    Failed,
+    FailureKind,
+    KafkaRecord,
+    Queued,
+    failure,
+)
+from kafkaupstream.producers.pool import ProducerPool
+from kafkaupstream.producers.pooled import (
+    PooledProducer,
+    ProducerClosedError,
+    ProducerFactory,
+    ProducerStats,
+)
+
+__all__ = [
+    "ANY_PARTITION",
+    "Backpressure",
+    "ConfigKey",
+    "ConfigValue",
+    "Delivered",
+    "DeliveryOutcome",
+    "DeliveryTimeout",
+    "Failed",
+    "FailureKind",
+    "KafkaRecord",
+    "PooledProducer",
+    "ProducerClosedError",
+    "ProducerConfig",
+    "ProducerConfigError",
+    "ProducerFactory",
+    "ProducerPool",
+    "ProducerStats",
+    "Queued",
+    "canonical_config",
+    "failure",
+    "is_secret",
+    "redact",
+]

@@ -1,0 +1,297 @@
+"""One confluent-kafka Producer, its poll thread, and the bridge from delivery reports to asyncio.
+
+``produce()`` runs on the event loop thread (it only appends to librdkafka's queue); a dedicated
+thread sits in ``Producer.poll()``, which releases the GIL while it waits, and hands each delivery
+report of a waiting request to its event loop with one ``call_soon_threadsafe``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+from typing import Any, TypeAlias
+
+from confluent_kafka import KafkaError, KafkaException, Message, Producer
+
+from kafkaupstream.producers.config import ConfigKey, ProducerConfigError, scrub
+from kafkaupstream.producers.librdkafka_log import RateLimitedLog
+from kafkaupstream.producers.outcomes import (
+    Backpressure,
+    Delivered,
+    DeliveryOutcome,
+    DeliveryTimeout,
+    Failed,
+    KafkaRecord,
+    Queued,
+    failure,
+)
+
+_LOG = logging.getLogger(__name__)
+#: syslog level 4: librdkafka formats nothing below warnings unless the config asks for it.
+_DEFAULT_LOG_LEVEL = "4"
+#: Failed fire-and-forget deliveries are logged at most this often (with a count), not per record.
+_FAILURE_LOG_INTERVAL_S = 5.0
+
+ProducerFactory: TypeAlias = Callable[[dict[str, Any]], Producer]
+
+
+class ProducerClosedError(RuntimeError):
+    """``produce()`` after the pool was closed: the server must stop routing requests first."""
+
+
+@dataclass(frozen=True, slots=True)
+class ProducerStats:
+    """A snapshot for metrics and health: counters since creation, gauges now."""
+
+    name: str
+    #: librdkafka's ``len(producer)``: records queued or in flight, plus reports and events
+    #: (errors, logs) not yet served by the poll thread.
+    queue_depth: int
+    #: Requests awaiting a delivery report now.
+    waiters: int
+    delivered: int
+    failed: int
+    backpressured: int
+    last_error: str | None
+
+
+class _ErrorTracker:
+    """librdkafka's ``error_cb``; apart from the producer object so the two form no cycle."""
+
+    __slots__ = ("last", "name")
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.last: str | None = None
+
+    def __call__(self, error: KafkaError) -> None:
+        # librdkafka already logs transport errors through the logger; keep the last for health.
+        self.last = error.name()
+        if error.fatal():
+            _LOG.error("event=producer_fatal producer=%s error=%s", self.name, error.name())
+        else:
+            _LOG.debug("event=producer_error producer=%s error=%s", self.name, error.name())
+
+
+def _settle(future: asyncio.Future[DeliveryOutcome], outcome: DeliveryOutcome) -> None:
+    """Runs on the loop: the waiter may be gone (timed out, cancelled), which is fine."""
+    if not future.done():
+        future.set_result(outcome)
+
+
+class PooledProducer:
+    """A producer shared by every route whose config has this :class:`ConfigKey`."""
+
+    def __init__(
+        self,
+        name: str,
+        config: ConfigKey,
+        *,
+        poll_interval: float = 0.05,
+        retry_after_s: float = 1.0,
+        factory: ProducerFactory = Producer,
+    ) -> None:
+        self.name = name
+        self._config = config
+        self._poll_interval = poll_interval
+        self._backpressure = Backpressure(retry_after_s)
+        self._closed = False
+        # Each counter has one writing thread: the loop (waiters, refused, backpressured) or
+        # the thread serving delivery reports (delivered, failed).
+        self._waiters = 0
+        self._refused = 0
+        self._backpressured = 0
+        self._delivered = 0
+        self._failed = 0
+        self._errors = _ErrorTracker(name)
+        self._unlogged_failures = 0
+        self._next_failure_log = 0.0
+        settings: dict[str, Any] = dict(config)
+        settings.setdefault("log_level", _DEFAULT_LOG_LEVEL)
+        settings["logger"] = RateLimitedLog(name)
+        settings["error_cb"] = self._errors
+        try:
+            self._producer = factory(settings)
+        except (KafkaException, ValueError, TypeError) as exc:
+            raise ProducerConfigError(
+                f"librdkafka refused the producer config: {scrub(str(exc), config)}"
+            ) from None
+        # Closing the client must not overlap a call from another thread (stats, health, flush).
+        self._client_lock = threading.Lock()
+        self._client_open = True
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(
+            target=self._poll_forever, name=f"kafkaupstream-poll-{name}", daemon=True
+        )
+        self._thread.start()
+
+    # -- the hot path ----------------------------------------------------------------------------
+
+    async def produce(self, record: KafkaRecord, *, wait: bool, timeout: float) -> DeliveryOutcome:
+        """Queue ``record``; with ``wait``, also await its delivery report for ``timeout`` s.
+
+        Never raises for Kafka conditions: a full queue is :class:`Backpressure` (not retried
+        here), a refused record or failed delivery is :class:`Failed`, and a report that does not
+        come in time is :class:`DeliveryTimeout` (the record may still be delivered later).
+        """
+        if self._closed:
+            raise ProducerClosedError(f"{self.name} is closed")
+        if not wait:
+            refused = self._produce(record, self._on_unwatched_delivery)
+            return refused if refused is not None else Queued(record.topic)
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[DeliveryOutcome] = loop.create_future()
+        refused = self._produce(record, partial(self._on_watched_delivery, loop, future))
+        if refused is not None:
+            return refused
+        self._waiters += 1
+        timer = loop.call_at(loop.time() + timeout, _settle, future, DeliveryTimeout(timeout))
+        try:
+            return await future
+        finally:
+            timer.cancel()
+            self._waiters -= 1
+
+    def _produce(
+        self, record: KafkaRecord, on_delivery: Callable[[KafkaError | None, Message], None]
+    ) -> Backpressure | Failed | None:
+        try:
+            self._producer.produce(
+                record.topic,
+                record.value,
+                record.key,
+                partition=record.partition,
+                headers=list(record.headers) if record.headers else None,
+                on_delivery=on_delivery,
+            )
+        except BufferError:
+            self._backpressured += 1
+            return self._backpressure
+        except KafkaException as exc:
+            self._refused += 1
+            return failure(exc.args[0])
+        return None
+
+    # -- callbacks (poll thread, or whichever thread serves the queue) ---------------------------
+
+    def _on_watched_delivery(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        future: asyncio.Future[DeliveryOutcome],
+        error: KafkaError | None,
+        message: Message,
+    ) -> None:
+        outcome = self._outcome(error, message)
+        # RuntimeError: the loop is closed, so nobody is waiting any more.
+        with contextlib.suppress(RuntimeError):
+            loop.call_soon_threadsafe(_settle, future, outcome)
+
+    def _on_unwatched_delivery(self, error: KafkaError | None, message: Message) -> None:
+        outcome = self._outcome(error, message)
+        if isinstance(outcome, Failed):
+            self._log_unwatched_failure(outcome, message.topic())
+
+    def _outcome(self, error: KafkaError | None, message: Message) -> Delivered | Failed:
+        if error is None:
+            self._delivered += 1
+            return Delivered(message.topic() or "", message.partition() or 0, message.offset() or 0)
+        self._failed += 1
+        return failure(error)
+
+    def _log_unwatched_failure(self, outcome: Failed, topic: str | None) -> None:
+        self._unlogged_failures += 1
+        now = time.monotonic()
+        if now >= self._next_failure_log:
+            _LOG.warning(
+                "event=queued_record_lost producer=%s topic=%s error=%s count=%d",
+                self.name,
+                topic,
+                outcome.error_name,
+                self._unlogged_failures,
+            )
+            self._unlogged_failures = 0
+            self._next_failure_log = now + _FAILURE_LOG_INTERVAL_S
+
+    def _poll_forever(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                self._producer.poll(self._poll_interval)
+            except Exception:
+                # A bug in a callback must not stop delivery reports for everyone else.
+                _LOG.exception("event=poll_failed producer=%s", self.name)
+        # close() would block for up to message.timeout.ms on queued records: purge first
+        # (drain() normally left none).
+        with self._client_lock:
+            self._producer.purge(in_queue=True, in_flight=True)
+            self._producer.poll(0)
+            self._producer.close()
+            self._client_open = False
+
+    # -- observation -----------------------------------------------------------------------------
+
+    def stats(self) -> ProducerStats:
+        """Queue depth (librdkafka's ``len``), waiting requests and delivery counters."""
+        with self._client_lock:
+            queue_depth = len(self._producer) if self._client_open else 0
+        return ProducerStats(
+            name=self.name,
+            queue_depth=queue_depth,
+            waiters=self._waiters,
+            delivered=self._delivered,
+            failed=self._failed + self._refused,
+            backpressured=self._backpressured,
+            last_error=self._errors.last,
+        )
+
+    async def reachable(self, timeout: float = 1.0) -> bool:
+        """True when a broker answers a metadata request within ``timeout`` s (off the loop)."""
+        return await asyncio.to_thread(self._answers_metadata, timeout)
+
+    def _answers_metadata(self, timeout: float) -> bool:
+        with self._client_lock:
+            if not self._client_open:
+                return False
+            try:
+                self._producer.list_topics(timeout=timeout)
+            except KafkaException:
+                return False
+            return True
+
+    # -- shutdown --------------------------------------------------------------------------------
+
+    def drain(self, deadline: float) -> int:
+        """Blocking: flush until ``deadline`` (monotonic), purge what is left, return that count.
+
+        Purging makes every still-waiting request settle now (as ``kafka_unavailable``) instead
+        of when the process is killed.
+        """
+        self._closed = True
+        with self._client_lock:
+            if not self._client_open:
+                return 0
+            left = int(self._producer.flush(max(0.0, deadline - time.monotonic())))
+            if left:
+                # Serve reports that came in meanwhile, so the count is mostly records.
+                self._producer.poll(0)
+                left = len(self._producer)
+                self._producer.purge(in_queue=True, in_flight=True)
+                self._producer.poll(0)
+            return left
+
+    def stop_polling(self) -> None:
+        """Ask the poll thread to stop; it closes the client within one poll interval."""
+        self._stopping.set()
+
+    def join(self, timeout: float) -> bool:
+        """Blocking: wait up to ``timeout`` s for the poll thread; True when it has ended."""
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+    def __repr__(self) -> str:
+        return f"<PooledProducer {self.name} waiters={self._waiters} closed={self._closed}>"
