@@ -173,3 +173,29 @@ def follow(
                     yield ConsumedRecord.from_message(message)
     finally:
         consumer.close()
+
+
+def format_record(record: ConsumedRecord) -> str:
+    """One line for humans: ``topic=T partition=P offset=O key=K headers={...} value=V``.
+
+    Printable UTF-8 is shown as is (the value, last on the line, even with spaces); other text
+    as a quoted ``repr``, non-UTF-8 bytes as a ``b'...'`` repr and a null as ``(null)``.
+    """
+    headers = ", ".join(f"{name}={_readable(value)}" for name, value in record.headers)
+    value = _readable(record.value, last=True)
+    return (
+        f"topic={record.topic} partition={record.partition} offset={record.offset} "
+        f"key={_readable(record.key)} headers={{{headers}}} value={value}"
+    )
+
+
+def _readable(data: bytes | None, *, last: bool = False) -> str:
+    if data is None:
+        return "(null)"
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        return repr(data)
+    # Mid-line, a bare word must not be mistaken for the next field or a separator.
+    plain = text.isprintable() and (last or not any(c in text for c in " ,={}"))
+    return text if plain and text else repr(text)

@@ -224,8 +224,9 @@ class FakeApisix:
                     self._flush_tokens()
                     continue
                 log.error("%s", exc)
-                return HTTPAnswer(503, (("Content-Type", "text/html"),), NGINX_503, "error", None,
-                                  str(exc))
+                return HTTPAnswer(
+                    503, (("Content-Type", "text/html"),), NGINX_503, "error", None, str(exc)
+                )
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def prepare(self, plugin: PluginConf, *, worker: int | None = None) -> int:

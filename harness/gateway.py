@@ -33,7 +33,7 @@ from harness.routes import GatewayConfig, load_config
 
 log = logging.getLogger(__name__)
 
-DEFAULT_SERVER_VERSION = "3.11.0"
+DEFAULT_SERVER_VERSION = "3.17.0"
 
 __all__ = ["Answer", "ExchangeHook", "Gateway", "GatewayThread", "Timing", "serve_gateway"]
 
@@ -53,7 +53,7 @@ RoutesSource = GatewayConfig | str | os.PathLike[str] | Iterable[str | os.PathLi
 
 
 def _socket_path(runner: str) -> str:
-    return runner[len("unix:"):] if runner.startswith("unix:") else runner
+    return runner[len("unix:") :] if runner.startswith("unix:") else runner
 
 
 class Gateway:
@@ -90,8 +90,12 @@ class Gateway:
         self._server = await asyncio.start_server(
             self._serve_connection, host, port, limit=STREAM_LIMIT
         )
-        log.info("event=gateway_listening url=%s runner=unix:%s routes=%d",
-                 self.url, self.runner_socket, len(self.config.routes))
+        log.info(
+            "event=gateway_listening url=%s runner=unix:%s routes=%d",
+            self.url,
+            self.runner_socket,
+            len(self.config.routes),
+        )
         return self
 
     @property
@@ -148,24 +152,35 @@ class Gateway:
             while True:
                 try:
                     request = await asyncio.wait_for(
-                        read_request(reader, max_body_bytes=self.max_body_bytes,
-                                     send_continue=send_continue),
+                        read_request(
+                            reader, max_body_bytes=self.max_body_bytes, send_continue=send_continue
+                        ),
                         self.keepalive_timeout_s,
                     )
                 except (EOFError, TimeoutError, ConnectionError):
                     return
                 except HTTPError as exc:
-                    writer.write(serialize(page(exc.status, source="nginx"), keep_alive=False,
-                                           trailing=[("Server", self.server_header)]))
+                    writer.write(
+                        serialize(
+                            page(exc.status, source="nginx"),
+                            keep_alive=False,
+                            trailing=[("Server", self.server_header)],
+                        )
+                    )
                     await writer.drain()
                     log.info("method=- path=- status=%d cause=%r", exc.status, exc.detail)
                     return
                 started, t0 = time.time(), time.monotonic()
                 answer, runner_s = await self._handle_safely(request, peer, local)
                 keep_alive = request.keep_alive
-                writer.write(serialize(answer, keep_alive=keep_alive,
-                                       head=request.method == "HEAD",
-                                       trailing=[("Server", self.server_header)]))
+                writer.write(
+                    serialize(
+                        answer,
+                        keep_alive=keep_alive,
+                        head=request.method == "HEAD",
+                        trailing=[("Server", self.server_header)],
+                    )
+                )
                 await writer.drain()
                 timing = Timing(started, (time.monotonic() - t0) * 1000, runner_s * 1000)
                 await self._finish(request, answer, timing)
@@ -191,8 +206,15 @@ class Gateway:
             return page(500), 0.0
 
     async def _finish(self, request: Request, answer: Answer, timing: Timing) -> None:
-        log.info("method=%s path=%s status=%d ms=%.1f route=%s source=%s", request.method,
-                 request.target, answer.status, timing.total_ms, answer.route_id, answer.source)
+        log.info(
+            "method=%s path=%s status=%d ms=%.1f route=%s source=%s",
+            request.method,
+            request.target,
+            answer.status,
+            timing.total_ms,
+            answer.route_id,
+            answer.source,
+        )
         if self.on_exchange is None:
             return
         try:
@@ -228,9 +250,14 @@ async def serve_gateway(
 ) -> Gateway:
     """Start a :class:`Gateway` listening on (host, port), like ``asyncio.start_server``."""
     gateway = Gateway(
-        routes, runner_socket, workers=workers, server_version=server_version,
-        max_body_bytes=max_body_bytes, on_exchange=on_exchange,
-        keepalive_timeout_s=keepalive_timeout_s, rpc_read_timeout_s=rpc_read_timeout_s,
+        routes,
+        runner_socket,
+        workers=workers,
+        server_version=server_version,
+        max_body_bytes=max_body_bytes,
+        on_exchange=on_exchange,
+        keepalive_timeout_s=keepalive_timeout_s,
+        rpc_read_timeout_s=rpc_read_timeout_s,
     )
     return await gateway.start(host, port)
 
@@ -238,14 +265,20 @@ async def serve_gateway(
 class GatewayThread:
     """A gateway on its own event loop in a daemon thread, for synchronous code (tests, demos)."""
 
-    def __init__(self, routes: RoutesSource, runner_socket: str, *, host: str = "127.0.0.1",
-                 port: int = 0, **options: Any) -> None:
+    def __init__(
+        self,
+        routes: RoutesSource,
+        runner_socket: str,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        **options: Any,
+    ) -> None:
         """``options`` are :func:`serve_gateway`'s keyword arguments."""
         self._args = (routes, runner_socket, host, port)
         self._options = options
         self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True,
-                                        name="gateway")
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True, name="gateway")
         self.gateway: Gateway | None = None
 
     def start(self, timeout: float = 10.0) -> GatewayThread:
@@ -300,27 +333,52 @@ def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m harness.gateway",
         description="Play APISIX for real HTTP clients: route requests and call the ext-plugin "
-                    "runner listening on a unix socket.",
+        "runner listening on a unix socket.",
     )
-    parser.add_argument("--routes", action="append", required=True, metavar="FILE",
-                        help="routes/consumers: Admin API JSON (route, consumer, or a list) or a "
-                             "standalone apisix.yaml ending with #END; repeatable")
-    parser.add_argument("--runner", required=True, metavar="unix:/PATH",
-                        help="the runner's socket (what APISIX_LISTEN_ADDRESS says)")
-    parser.add_argument("--listen", type=parse_listen, default=("127.0.0.1", 9080),
-                        metavar="HOST:PORT", help="address to serve HTTP on (default "
-                                                  "127.0.0.1:9080)")
-    parser.add_argument("--workers", type=int, default=1,
-                        help="nginx workers to emulate (each has its own RPC pool; default 1)")
-    parser.add_argument("--server-version", default=DEFAULT_SERVER_VERSION,
-                        help=f"version in the Server header (default {DEFAULT_SERVER_VERSION})")
+    parser.add_argument(
+        "--routes",
+        action="append",
+        required=True,
+        metavar="FILE",
+        help="routes/consumers: Admin API JSON (route, consumer, or a list) or a "
+        "standalone apisix.yaml ending with #END; repeatable",
+    )
+    parser.add_argument(
+        "--runner",
+        required=True,
+        metavar="unix:/PATH",
+        help="the runner's socket (what APISIX_LISTEN_ADDRESS says)",
+    )
+    parser.add_argument(
+        "--listen",
+        type=parse_listen,
+        default=("127.0.0.1", 9080),
+        metavar="HOST:PORT",
+        help="address to serve HTTP on (default 127.0.0.1:9080)",
+    )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="nginx workers to emulate (each has its own RPC pool; default 1)",
+    )
+    parser.add_argument(
+        "--server-version",
+        default=DEFAULT_SERVER_VERSION,
+        help=f"version in the Server header (default {DEFAULT_SERVER_VERSION})",
+    )
     parser.add_argument("--log-level", default="INFO")
     return parser
 
 
 async def _run(args: argparse.Namespace) -> int:
-    gateway = await serve_gateway(args.routes, args.runner, *args.listen, workers=args.workers,
-                                  server_version=args.server_version)
+    gateway = await serve_gateway(
+        args.routes,
+        args.runner,
+        *args.listen,
+        workers=args.workers,
+        server_version=args.server_version,
+    )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -334,8 +392,11 @@ async def _run(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _build_parser().parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logging.basicConfig(
+        level=args.log_level.upper(),
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+    )
     try:
         return asyncio.run(_run(args))
     except (OSError, ValueError) as exc:

@@ -104,8 +104,38 @@ def reason(status: int) -> str:
 
 #: Statuses nginx has a built-in page for; any other status with no body gets no body.
 _NGINX_PAGES = frozenset(
-    {301, 302, 303, 307, 308, 400, 401, 402, 403, 404, 405, 406, 408, 409, 410, 411, 412, 413,
-     414, 415, 416, 421, 429, 500, 501, 502, 503, 504, 505, 507}
+    {
+        301,
+        302,
+        303,
+        307,
+        308,
+        400,
+        401,
+        402,
+        403,
+        404,
+        405,
+        406,
+        408,
+        409,
+        410,
+        411,
+        412,
+        413,
+        414,
+        415,
+        416,
+        421,
+        429,
+        500,
+        501,
+        502,
+        503,
+        504,
+        505,
+        507,
+    }
 )
 
 
@@ -261,13 +291,11 @@ async def read_request(
     if version == "HTTP/1.1" and not hosts:
         raise HTTPError(400, 'client sent HTTP/1.1 request without "Host" header')
     if len(hosts) > 1:
-        raise HTTPError(400, 'client sent duplicate host header')
+        raise HTTPError(400, "client sent duplicate host header")
     chunked, length = body_framing(headers, version)
     if length is not None and length > max_body_bytes:
         raise HTTPError(413, f"Content-Length {length} over {max_body_bytes} bytes")
-    expects = any(
-        n.lower() == "expect" and v.strip().lower() == "100-continue" for n, v in headers
-    )
+    expects = any(n.lower() == "expect" and v.strip().lower() == "100-continue" for n, v in headers)
     if expects and version == "HTTP/1.1" and (chunked or length) and send_continue:
         await send_continue()
     if chunked:

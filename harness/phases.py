@@ -17,9 +17,18 @@ from kafkaupstream.protocol import Rewrite
 
 #: Rewrite ``resp_headers`` APISIX silently ignores (§3.9 step 4).
 RESP_HEADER_EXCLUDED = frozenset(
-    {"connection", "content-length", "transfer-encoding", "location", "server",
-     "www-authenticate", "content-encoding", "content-type", "content-location",
-     "content-language"}
+    {
+        "connection",
+        "content-length",
+        "transfer-encoding",
+        "location",
+        "server",
+        "www-authenticate",
+        "content-encoding",
+        "content-type",
+        "content-location",
+        "content-language",
+    }
 )
 #: nginx's NGX_ESCAPE_URI leaves printable ASCII alone except these.
 _URI_SAFE = "".join(chr(c) for c in range(0x21, 0x7F) if chr(c) not in "#%?")
@@ -110,11 +119,25 @@ class Exchange:
 
     @classmethod
     def begin(
-        cls, request: Request, route: Route, uri: str, query: str | None,
-        peer: tuple[str, int], local: tuple[str, int],
+        cls,
+        request: Request,
+        route: Route,
+        uri: str,
+        query: str | None,
+        peer: tuple[str, int],
+        local: tuple[str, int],
     ) -> Exchange:
-        return cls(request, route, peer, local, uri, query, parse_args(query),
-                   list(request.headers), request.body)
+        return cls(
+            request,
+            route,
+            peer,
+            local,
+            uri,
+            query,
+            parse_args(query),
+            list(request.headers),
+            request.body,
+        )
 
     def header(self, name: str) -> str | None:
         wanted = name.lower()
@@ -160,8 +183,10 @@ class Exchange:
             key = "http_" + name.lower().replace("-", "_")
             joiner = "; " if key == "http_cookie" else ", "
             out[key] = f"{out[key]}{joiner}{value}" if key in out else value
-        for key, value in (("content_type", "http_content_type"),
-                           ("content_length", "http_content_length")):
+        for key, value in (
+            ("content_type", "http_content_type"),
+            ("content_length", "http_content_length"),
+        ):
             if value in out:
                 out[key] = out[value]
         for part in (self.query or "").split("&"):  # $arg_x: raw, first match, needs "="

@@ -82,8 +82,13 @@ class Pipeline:
 
     async def _ext_plugin(self, exchange: Exchange, plugin: ExtPlugin) -> Answer | None:
         route = exchange.route
-        conf = PluginConf(conf=plugin.conf, conf_type="route", conf_id=route.id,
-                          plugin_name=plugin.name, version=route.version)
+        conf = PluginConf(
+            conf=plugin.conf,
+            conf_type="route",
+            conf_id=route.id,
+            plugin_name=plugin.name,
+            version=route.version,
+        )
         client = ClientRequest(
             method=exchange.request.method,
             path=exchange.rpc_path,
@@ -98,12 +103,21 @@ class Pipeline:
         exchange.runner_s += time.monotonic() - t0
         if result.action == "error":
             if result.status == 503 and plugin.allow_degradation:
-                log.warning("event=allow_degradation plugin=%s route=%s cause=%r "
-                            "(Plugin Runner is wrong, allow degradation)",
-                            plugin.name, route.id, result.error)
+                log.warning(
+                    "event=allow_degradation plugin=%s route=%s cause=%r "
+                    "(Plugin Runner is wrong, allow degradation)",
+                    plugin.name,
+                    route.id,
+                    result.error,
+                )
                 return None
-            log.error("event=ext_plugin_failed plugin=%s route=%s status=%d cause=%r",
-                      plugin.name, route.id, result.status, result.error)
+            log.error(
+                "event=ext_plugin_failed plugin=%s route=%s status=%d cause=%r",
+                plugin.name,
+                route.id,
+                result.status,
+                result.error,
+            )
             return page(result.status, route.id)
         if result.action == "stop":
             return stop_answer(result.status, result.headers, result.body, route.id)
@@ -116,8 +130,11 @@ class Pipeline:
         if route.upstream is None:
             # APISIX 3.x's set_by_route() returns 503 "missing upstream configuration in Route
             # or Service" to core.response.exit(503) without a body: nginx's HTML page.
-            log.error("event=no_upstream route=%s cause=%r", route.id,
-                      "missing upstream configuration in Route or Service")
+            log.error(
+                "event=no_upstream route=%s cause=%r",
+                route.id,
+                "missing upstream configuration in Route or Service",
+            )
             return page(503, route.id)
         request = UpstreamRequest(
             method=exchange.request.method,
@@ -131,8 +148,9 @@ class Pipeline:
         try:
             answer = await proxy(route.upstream, self._balancer.pick(route.upstream), request)
         except UpstreamFailure as exc:
-            log.error("event=upstream_failed route=%s status=%d cause=%r",
-                      route.id, exc.status, str(exc))
+            log.error(
+                "event=upstream_failed route=%s status=%d cause=%r", route.id, exc.status, str(exc)
+            )
             return page(exc.status, route.id, source="nginx")
         headers = [(n, v) for n, v in answer.headers if n.lower() != "server"]
         seen: set[str] = set()

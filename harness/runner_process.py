@@ -25,7 +25,9 @@ class RunnerProcess:
         args: Sequence[str] = (),
         env: Mapping[str, str] | None = None,
         log_path: str | None = None,
+        workers: int | None = None,
     ) -> None:
+        """``workers`` adds ``--workers N``; None leaves the runner's default (one per CPU)."""
         self._tmpdir: tempfile.TemporaryDirectory[str] | None = None
         if socket_path is None:
             # Short path: unix socket paths are limited to ~107 bytes.
@@ -38,6 +40,8 @@ class RunnerProcess:
         )
         self.conf_expire = conf_expire
         self.args = list(args)
+        if workers is not None:
+            self.args += ["--workers", str(workers)]
         self.extra_env = dict(env or {})
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -62,7 +66,11 @@ class RunnerProcess:
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
             )
-        self.wait_ready(timeout)
+        try:
+            self.wait_ready(timeout)
+        except BaseException:
+            self.stop(signal.SIGKILL, timeout=5)  # never leave a half-started runner behind
+            raise
         return self
 
     def wait_ready(self, timeout: float) -> None:
@@ -84,6 +92,11 @@ class RunnerProcess:
                     pass
             time.sleep(0.02)
         raise TimeoutError(f"runner not listening after {timeout}s:\n{self.logs()}")
+
+    def worker_pids(self) -> list[int]:
+        """The runner's child processes (its workers), from /proc; empty with ``--workers 1``."""
+        assert self.proc is not None
+        return child_pids(self.proc.pid)
 
     def send_signal(self, sig: int) -> None:
         assert self.proc is not None
@@ -123,3 +136,20 @@ class RunnerProcess:
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+
+def child_pids(pid: int) -> list[int]:
+    """Live (not zombie) processes whose parent is ``pid``, scanned from /proc (Linux)."""
+    children: list[int] = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat_line = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        # "pid (comm) state ppid ...": comm may contain spaces and parentheses.
+        fields = stat_line[stat_line.rindex(")") + 2 :].split()
+        if fields[0] != "Z" and int(fields[1]) == pid:
+            children.append(int(entry))
+    return sorted(children)

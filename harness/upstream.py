@@ -27,8 +27,15 @@ log = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT_S = 6.0
 _HOP_BY_HOP = frozenset(
-    {"connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding",
-     "upgrade"}
+    {
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+    }
 )
 
 
@@ -96,8 +103,9 @@ async def proxy(upstream: Upstream, node: tuple[str, int], request: UpstreamRequ
     except (OSError, TimeoutError) as exc:
         raise UpstreamFailure(502, f"connect() to {host}:{port} failed: {exc}") from exc
     try:
-        writer.write(serialize_request(request.method, request.target, tuple(headers),
-                                       request.body))
+        writer.write(
+            serialize_request(request.method, request.target, tuple(headers), request.body)
+        )
         await writer.drain()
         answer = await asyncio.wait_for(
             read_response(reader, head=request.method == "HEAD"), upstream.timeout_s

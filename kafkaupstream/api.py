@@ -31,8 +31,18 @@ class Answer:
 class HTTPRequest:
     """One client request as APISIX described it; body and vars are fetched once, on demand."""
 
-    __slots__ = ("_body", "_fetch_body", "_fetch_var", "_vars", "args", "headers", "id",
-                 "method", "path", "src_ip")
+    __slots__ = (
+        "_body",
+        "_fetch_body",
+        "_fetch_var",
+        "_vars",
+        "args",
+        "headers",
+        "id",
+        "method",
+        "path",
+        "src_ip",
+    )
 
     def __init__(
         self,

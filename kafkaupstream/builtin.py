@@ -3,17 +3,19 @@
 Conf value (JSON, every field optional)::
 
     {"status": 403, "body": "text", "headers": {"X-A": "1"},
-     "echo_body": true, "echo_vars": ["remote_addr"], "delay_ms": 50}
+     "echo_body": true, "echo_vars": ["remote_addr"], "echo_pid": true, "delay_ms": 50}
 
 With ``echo_body`` the answer body is the request body (fetched through ExtraInfo); with
-``echo_vars`` the answer carries one ``X-Var-<name>`` header per variable; ``delay_ms`` holds the
-answer back (keeps exchanges in flight for shutdown tests).
+``echo_vars`` the answer carries one ``X-Var-<name>`` header per variable; ``echo_pid`` adds
+``X-Worker-Pid`` (which worker process answered); ``delay_ms`` holds the answer back (keeps
+exchanges in flight for shutdown tests).
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,6 +29,7 @@ class _StopConf:
     headers: tuple[tuple[str, str], ...] = ()
     echo_body: bool = False
     echo_vars: tuple[str, ...] = ()
+    echo_pid: bool = False
     delay_ms: int = 0
     error: str = ""
 
@@ -45,6 +48,7 @@ def _parse(value: str) -> _StopConf:
         headers=tuple((str(k), str(v)) for k, v in headers.items()),
         echo_body=bool(raw.get("echo_body", False)),
         echo_vars=tuple(str(v) for v in raw.get("echo_vars", ())),
+        echo_pid=bool(raw.get("echo_pid", False)),
         delay_ms=int(raw.get("delay_ms", 0)),
     )
 
@@ -68,6 +72,8 @@ class StopPlugin(Plugin):
         for name in conf.echo_vars:
             value = await request.var(name)
             headers.append((f"X-Var-{name}", "<nil>" if value is None else value.decode("latin-1")))
+        if conf.echo_pid:
+            headers.append(("X-Worker-Pid", str(os.getpid())))
         body = await request.body() if conf.echo_body else conf.body
         if conf.delay_ms:
             await asyncio.sleep(conf.delay_ms / 1000)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
 import os
 import sys
@@ -53,12 +52,62 @@ def _build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="also serve the built-in 'stop' plugin (answers a fixed Stop; for tests and demos)",
     )
+    run.add_argument(
+        "--workers",
+        type=_worker_count,
+        default=os.cpu_count() or 1,
+        help="worker processes accepting on the one socket, sharing the conf tokens (default: "
+        "the number of CPUs, %(default)s here); 1 = a single process, no fork",
+    )
     run.set_defaults(func=_cmd_run)
+
+    check = sub.add_parser(
+        "check-config",
+        help="validate a route configuration and print its effective settings",
+        description=(
+            "Validate a kafkaupstream route configuration exactly as the runner will at "
+            "PrepareConf (librdkafka checks every property, without connecting) and print the "
+            "effective settings with secrets redacted. Exit code 0 when valid, 1 otherwise."
+        ),
+    )
+    check.add_argument(
+        "config",
+        metavar="CONFIG",
+        help="the conf value JSON, a conf entry, or an Admin API route; @FILE reads a file, "
+        "- reads standard input",
+    )
+    check.add_argument(
+        "--connect",
+        action="store_true",
+        help="also ask the brokers for metadata (exit 1 when none answers)",
+    )
+    check.add_argument(
+        "--timeout", type=float, default=5.0, help="seconds to wait with --connect (default 5)"
+    )
+    check.set_defaults(func=_cmd_check_config)
     return parser
 
 
+def _cmd_check_config(args: argparse.Namespace) -> int:
+    from kafkaupstream.check_config import check
+
+    return check(
+        args.config, connect=args.connect, timeout=args.timeout, out=sys.stdout, err=sys.stderr
+    )
+
+
+def _worker_count(value: str) -> int:
+    try:
+        count = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number, got {value!r}") from None
+    if count < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {count}")
+    return count
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
-    from kafkaupstream.runner import RunnerOptions, run_runner
+    from kafkaupstream.runner import RunnerOptions, serve
 
     configure_logging(args.log_level, args.log_format)
     listen = args.listen or os.environ.get("APISIX_LISTEN_ADDRESS", "")
@@ -69,11 +118,12 @@ def _cmd_run(args: argparse.Namespace) -> int:
             conf_expire=expire,
             shutdown_timeout_s=args.shutdown_timeout,
             test_plugins=args.test_plugins,
+            workers=args.workers,
         )
     except ValueError as exc:
         log.error("event=bad_environment cause=%r", str(exc))
         return 2
-    return asyncio.run(run_runner(options))
+    return serve(options)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -49,9 +49,12 @@ class ProducerPool:
         Raises :class:`ProducerConfigError` when librdkafka refuses the config, and
         :class:`ProducerClosedError` after :meth:`close`.
         """
+        return self.get_canonical(canonical_config(config))
+
+    def get_canonical(self, key: ConfigKey) -> PooledProducer:
+        """:meth:`get` for a config already in canonical form (the per-request path)."""
         if self._closed:
             raise ProducerClosedError("the producer pool is closed")
-        key = canonical_config(config)
         found = self._producers.get(key)
         if found is not None:
             return found

@@ -7,6 +7,7 @@ from kafkaupstream.server.app import (
     bind_unix_socket,
     parse_listen_address,
 )
+from kafkaupstream.server.supervisor import Supervisor
 from kafkaupstream.server.tokens import ConfTokenRegistry
 
 __all__ = [
@@ -14,6 +15,7 @@ __all__ = [
     "RunnerServer",
     "RunnerState",
     "ServerSettings",
+    "Supervisor",
     "bind_unix_socket",
     "parse_listen_address",
 ]

@@ -3,6 +3,9 @@
 Shutdown follows APISIX's budget: it sends SIGTERM, waits 1 s, then SIGKILLs. So on SIGTERM the
 runner stops accepting, closes idle connections, lets in-flight exchanges finish for part of the
 budget, answers whatever is left, closes the plugins (producer flush) in what remains, and exits 0.
+
+One :class:`RunnerServer` is one process: the whole runner with ``--workers 1``, or one worker
+accepting on a socket its parent bound (``supervisor.py``), with the parent's token store.
 """
 
 from __future__ import annotations
@@ -17,8 +20,8 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from kafkaupstream.api import Plugin, PreparedConf
-from kafkaupstream.protocol import PrepareConfRequest
+from kafkaupstream.api import Plugin
+from kafkaupstream.server.confs import LocalTokenStore, PreparedConfs, TokenStore
 from kafkaupstream.server.handler import ApisixConnection
 from kafkaupstream.server.tokens import ConfTokenRegistry
 
@@ -35,7 +38,8 @@ class ServerSettings:
 
     socket_path: str
     conf_expire_s: float = 3600.0
-    #: Whole SIGTERM budget: in-flight drain, then plugin close (producer flush). APISIX kills at 1 s.
+    #: Whole SIGTERM budget: in-flight drain, then plugin close (producer flush).
+    #: APISIX kills at 1 s.
     shutdown_timeout_s: float = 0.8
     #: Share of the budget given to in-flight exchanges before they are answered 503.
     drain_share: float = 0.6
@@ -52,58 +56,49 @@ def parse_listen_address(value: str) -> str:
 
 @dataclass(slots=True)
 class RunnerState:
-    """What every connection of one runner shares: the plugins, the tokens, the shutdown flag."""
+    """What every connection of one process shares: plugins, prepared confs, the shutdown flag."""
 
     plugins: dict[str, Plugin]
-    tokens: ConfTokenRegistry[tuple[PreparedConf, ...]]
+    confs: PreparedConfs
     connections: set[ApisixConnection] = field(default_factory=set)
     shutting_down: bool = False
-
-    def prepare_conf(self, request: PrepareConfRequest) -> int:
-        """Prepare every known plugin of the conf list (in order) and register them under a token."""
-        prepared: list[PreparedConf] = []
-        unknown: list[str] = []
-        for entry in request.conf or ():
-            plugin = self.plugins.get(entry.name)
-            if plugin is None:
-                unknown.append(entry.name)
-                continue
-            prepared.append(PreparedConf(plugin, plugin.prepare(entry.value or "")))
-        if unknown:
-            log.warning(
-                "event=unknown_plugins names=%s key=%r action=skipped", ",".join(unknown), request.key
-            )
-        token = self.tokens.register(request.key, tuple(prepared))
-        log.info("event=conf_prepared key=%r token=%d plugins=%d", request.key, token, len(prepared))
-        return token
 
 
 class RunnerServer:
     """Owns the listening socket and the lifecycle of connections and plugins."""
 
-    def __init__(self, settings: ServerSettings, plugins: Sequence[Plugin]) -> None:
+    def __init__(
+        self,
+        settings: ServerSettings,
+        plugins: Sequence[Plugin],
+        store: TokenStore | None = None,
+    ) -> None:
         self.settings = settings
-        self.state = RunnerState(
-            plugins={p.name: p for p in plugins},
-            tokens=ConfTokenRegistry(settings.conf_expire_s),
-        )
+        by_name = {p.name: p for p in plugins}
+        if store is None:
+            store = LocalTokenStore(ConfTokenRegistry(settings.conf_expire_s))
+        self.state = RunnerState(plugins=by_name, confs=PreparedConfs(by_name, store))
         self._server: asyncio.AbstractServer | None = None
         self._socket_identity: tuple[int, int] | None = None
         self._stopped = asyncio.Event()
 
     async def start(self, sock: socket.socket | None = None) -> None:
-        """Bind (unless a pre-bound socket is given), start the plugins, start accepting."""
+        """Bind (unless a pre-bound socket is given), start the plugins, start accepting.
+
+        With a pre-bound socket (a worker's) the socket file is not ours to unlink.
+        """
         for plugin in self.state.plugins.values():
             await plugin.start()
+        bound_here = sock is None
         if sock is None:
             sock = bind_unix_socket(self.settings.socket_path)
-            st = os.stat(self.settings.socket_path)
-            self._socket_identity = (st.st_dev, st.st_ino)
+            self._socket_identity = socket_identity(self.settings.socket_path)
         loop = asyncio.get_running_loop()
         self._server = await loop.create_unix_server(
             lambda: ApisixConnection(self.state), sock=sock, backlog=1024
         )
-        log.info("event=listening path=%s pid=%d", self.settings.socket_path, os.getpid())
+        event = "listening" if bound_here else "worker_accepting"
+        log.info("event=%s path=%s pid=%d", event, self.settings.socket_path, os.getpid())
 
     def request_shutdown(self) -> None:
         """Signal handler entry point (SIGTERM/SIGINT): idempotent."""
@@ -149,21 +144,30 @@ class RunnerServer:
         log.info("event=stopped elapsed_ms=%d", (time.monotonic() - started) * 1000)
 
     def _unlink_socket_if_ours(self) -> None:
-        """Unlink only the socket we created: on reload a new runner may already own the path."""
-        if self._socket_identity is None:
-            return
-        try:
-            st = os.stat(self.settings.socket_path)
-        except FileNotFoundError:
-            return
-        if (st.st_dev, st.st_ino) == self._socket_identity:
-            os.unlink(self.settings.socket_path)
-        else:
-            log.info("event=socket_kept reason=replaced_by_another_runner")
+        if self._socket_identity is not None:
+            unlink_if_ours(self.settings.socket_path, self._socket_identity)
+
+
+def socket_identity(path: str) -> tuple[int, int]:
+    """(st_dev, st_ino) of the socket file we just bound, to recognise it at exit."""
+    st = os.stat(path)
+    return st.st_dev, st.st_ino
+
+
+def unlink_if_ours(path: str, identity: tuple[int, int]) -> None:
+    """Unlink only the socket we created: on reload a new runner may already own the path."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return
+    if (st.st_dev, st.st_ino) == identity:
+        os.unlink(path)
+    else:
+        log.info("event=socket_kept reason=replaced_by_another_runner")
 
 
 def bind_unix_socket(path: str) -> socket.socket:
-    """Bind a listening unix socket at ``path``, replacing a stale socket file (never other files)."""
+    """Listen on a unix socket at ``path``, replacing a stale socket file (never other files)."""
     try:
         st = os.lstat(path)
     except FileNotFoundError:

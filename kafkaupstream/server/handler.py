@@ -12,7 +12,7 @@ import contextlib
 import logging
 from typing import TYPE_CHECKING
 
-from kafkaupstream.api import Answer, HTTPRequest
+from kafkaupstream.api import Answer, HTTPRequest, PreparedConf
 from kafkaupstream.protocol import (
     NEED_DATA,
     Connection,
@@ -36,6 +36,7 @@ from kafkaupstream.protocol import (
     Var,
     encode_message,
 )
+from kafkaupstream.server.confs import StoreUnavailable
 
 if TYPE_CHECKING:
     from kafkaupstream.server.app import RunnerState
@@ -168,25 +169,37 @@ class ApisixConnection(asyncio.Protocol):
             self._transport.write(encode_message(ErrorResponse(exc.error_code)))
 
     async def _dispatch(self, event: object) -> None:
-        if isinstance(event, PrepareConfRequest):
-            token = self._state.prepare_conf(event)
-            self._send(PrepareConfResponse(token))
-        elif isinstance(event, HTTPReqCallRequest):
-            await self._http_req_call(event)
-        elif isinstance(event, HTTPRespCallRequest):
-            if self._state.tokens.lookup(event.conf_token) is None:
-                self._send(ErrorResponse(ErrorCode.CONF_TOKEN_NOT_FOUND))
-            else:
-                self._send(HTTPRespCallResponse(event.id))
-        else:  # the codec's state machine makes this unreachable; answer rather than hang
-            self._send(ErrorResponse(ErrorCode.BAD_REQUEST))
+        try:
+            if isinstance(event, PrepareConfRequest):
+                confs = tuple((entry.name, entry.value or "") for entry in event.conf or ())
+                self._send(PrepareConfResponse(await self._state.confs.register(event.key, confs)))
+            elif isinstance(event, HTTPReqCallRequest):
+                prepared = await self._prepared(event.conf_token)
+                if prepared is not None:
+                    await self._http_req_call(event, prepared)
+            elif isinstance(event, HTTPRespCallRequest):
+                if await self._prepared(event.conf_token) is not None:
+                    self._send(HTTPRespCallResponse(event.id))
+            else:  # the codec's state machine makes this unreachable; answer rather than hang
+                self._send(ErrorResponse(ErrorCode.BAD_REQUEST))
+        except StoreUnavailable as exc:
+            log.error("event=token_store_unavailable cause=%r", str(exc))
+            self._send(ErrorResponse(ErrorCode.SERVICE_UNAVAILABLE))
 
-    async def _http_req_call(self, call: HTTPReqCallRequest) -> None:
-        prepared = self._state.tokens.lookup(call.conf_token)
+    async def _prepared(self, token: int) -> tuple[PreparedConf, ...] | None:
+        """The token's prepared confs (no await on a local hit), or answer CONF_TOKEN_NOT_FOUND."""
+        confs = self._state.confs
+        prepared = confs.get(token)
         if prepared is None:
-            log.info("event=conf_token_not_found token=%d", call.conf_token)
+            prepared = await confs.resolve(token)
+        if prepared is None:
+            log.info("event=conf_token_not_found token=%d", token)
             self._send(ErrorResponse(ErrorCode.CONF_TOKEN_NOT_FOUND))
-            return
+        return prepared
+
+    async def _http_req_call(
+        self, call: HTTPReqCallRequest, prepared: tuple[PreparedConf, ...]
+    ) -> None:
         request = HTTPRequest(
             id=call.id,
             method=call.method,

@@ -4,6 +4,9 @@ Tokens count up from 1; the same idempotent key gets the same token back. An ent
 1.2 x ``APISIX_CONF_EXPIRE_TIME`` after its last use (what the Go runner does), because APISIX can
 keep using a token for up to ~1.9 x that value (shared-dict TTL + per-worker lrucache TTL). An
 expired or unknown token is answered with CONF_TOKEN_NOT_FOUND, which makes APISIX re-prepare.
+
+There is exactly one registry per runner: in the process itself with ``--workers 1``, in the
+parent with several workers (workers keep only a cache in front of it, see ``confs.py``).
 """
 
 from __future__ import annotations
@@ -18,8 +21,19 @@ T = TypeVar("T")
 #: APISIX hard-codes 3600 s; tokens must outlive its caches.
 DEFAULT_CONF_EXPIRE_S = 3600.0
 TTL_FACTOR = 1.2
+#: Tokens are uint32 on the wire.
+_MAX_TOKEN = 0xFFFFFFFF
 #: Sweep expired entries at most this often, so an idle registry does not grow forever.
 _SWEEP_EVERY_S = 60.0
+
+
+@dataclass(frozen=True, slots=True)
+class Lease(Generic[T]):
+    """A snapshot of one entry: callers may cache ``value`` until ``expires_at`` (monotonic)."""
+
+    token: int
+    value: T
+    expires_at: float
 
 
 @dataclass(slots=True)
@@ -30,23 +44,19 @@ class _Entry(Generic[T]):
 
 
 class ConfTokenRegistry(Generic[T]):
-    """Token -> prepared conf, with a TTL refreshed on every use."""
+    """Token -> value, with a TTL refreshed on every use."""
 
     def __init__(
         self,
         conf_expire_s: float = DEFAULT_CONF_EXPIRE_S,
         *,
         clock: Callable[[], float] = time.monotonic,
-        first_token: int = 1,
-        token_step: int = 1,
     ) -> None:
         if conf_expire_s <= 0:
             raise ValueError("APISIX_CONF_EXPIRE_TIME must be a positive number of seconds")
         self.ttl_s = conf_expire_s * TTL_FACTOR
         self._clock = clock
-        self._first_token = first_token
-        self._next_token = first_token
-        self._token_step = token_step
+        self._next_token = 1
         self._by_token: dict[int, _Entry[T]] = {}
         self._by_key: dict[str, int] = {}
         self._next_sweep = clock() + _SWEEP_EVERY_S
@@ -54,8 +64,8 @@ class ConfTokenRegistry(Generic[T]):
     def __len__(self) -> int:
         return len(self._by_token)
 
-    def register(self, key: str, value: T) -> int:
-        """Store a prepared conf and return its token; a known non-empty key keeps its token."""
+    def register(self, key: str, value: T) -> Lease[T]:
+        """Store a value and return its lease; a known non-empty key keeps its token."""
         now = self._clock()
         self._maybe_sweep(now)
         if key:
@@ -64,15 +74,15 @@ class ConfTokenRegistry(Generic[T]):
                 entry = self._by_token[token]
                 entry.value = value
                 entry.expires_at = now + self.ttl_s
-                return token
+                return Lease(token, value, entry.expires_at)
         token = self._allocate()
         self._by_token[token] = _Entry(key, value, now + self.ttl_s)
         if key:
             self._by_key[key] = token
-        return token
+        return Lease(token, value, now + self.ttl_s)
 
-    def lookup(self, token: int) -> T | None:
-        """The conf for a token, refreshing its TTL; None if unknown or expired."""
+    def lookup(self, token: int) -> Lease[T] | None:
+        """The lease for a token, refreshing its TTL; None if unknown or expired."""
         entry = self._by_token.get(token)
         if entry is None:
             return None
@@ -81,14 +91,32 @@ class ConfTokenRegistry(Generic[T]):
             self._drop(token, entry)
             return None
         entry.expires_at = now + self.ttl_s
-        return entry.value
+        return Lease(token, entry.value, entry.expires_at)
+
+    def peek_key(self, key: str) -> Lease[T] | None:
+        """What :meth:`register` would replace for ``key``, without counting as a use."""
+        token = self._by_key.get(key) if key else None
+        if token is None:
+            return None
+        entry = self._by_token[token]
+        return Lease(token, entry.value, entry.expires_at)
+
+    def touch(self, token: int, used_at: float) -> None:
+        """Record a use that happened at ``used_at`` (reported late by a worker's cache).
+
+        A use counts only if the entry was still alive then; an expired entry is never revived.
+        """
+        entry = self._by_token.get(token)
+        if entry is not None and entry.expires_at > used_at:
+            entry.expires_at = max(entry.expires_at, used_at + self.ttl_s)
 
     def _allocate(self) -> int:
-        token = self._next_token
-        self._next_token += self._token_step
-        if self._next_token > 0xFFFFFFFF:  # uint32 on the wire; wrap past the oldest ones
-            self._next_token = self._first_token
-        return token
+        """The next token, wrapping at uint32 (the wire type) past tokens still in use."""
+        while True:
+            token = self._next_token
+            self._next_token = token + 1 if token < _MAX_TOKEN else 1
+            if token not in self._by_token:
+                return token
 
     def _drop(self, token: int, entry: _Entry[T]) -> None:
         del self._by_token[token]

@@ -112,8 +112,9 @@ def test_methods_filter_routes_and_fall_through_to_the_next_candidate(runner, tm
 
 
 def test_method_not_listed_anywhere_is_404_not_405(runner, tmp_path):
-    with GatewayThread(write_json(tmp_path, [route("g", "/g", methods=["GET"])]),
-                       runner.socket_path) as gw:
+    with GatewayThread(
+        write_json(tmp_path, [route("g", "/g", methods=["GET"])]), runner.socket_path
+    ) as gw:
         answer = requests.delete(gw.url + "/g")
     assert answer.status_code == 404
     assert answer.content == NOT_FOUND
@@ -126,6 +127,7 @@ def test_host_routes_win_over_wildcard_hosts_and_hostless_routes(runner, tmp_pat
         route("exact-host", "/h", host="api.example.com"),
     ]
     with GatewayThread(write_json(tmp_path, routes), runner.socket_path) as gw:
+
         def via(host: str) -> str:
             return requests.get(gw.url + "/h", headers={"Host": host}).text
 
@@ -150,8 +152,9 @@ def test_no_route_is_apisix_404_with_its_json_body(runner, tmp_path):
 
 def test_path_is_normalised_before_matching(runner, tmp_path):
     with GatewayThread(write_json(tmp_path, [route("n", "/a/b")]), runner.socket_path) as gw:
-        reply = raw_exchange(gw.port, b"GET //a/./x/../%62 HTTP/1.1\r\nHost: h\r\n"
-                                      b"Connection: close\r\n\r\n")
+        reply = raw_exchange(
+            gw.port, b"GET //a/./x/../%62 HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n"
+        )
     assert reply.startswith(b"HTTP/1.1 200 ")
     assert reply.endswith(b"\r\n\r\nn")
 
@@ -160,10 +163,14 @@ def test_path_is_normalised_before_matching(runner, tmp_path):
 
 
 def test_stop_answer_reaches_the_client_unchanged_with_duplicate_headers(runner, tmp_path):
-    plugins = stop_plugin(status=405, body="cat",
-                          headers={"X-Same": "one", "x-same": "two", "Content-Type": "text/x-cat"})
-    with GatewayThread(write_json(tmp_path, [route("s", "/s", plugins=plugins)]),
-                       runner.socket_path) as gw:
+    plugins = stop_plugin(
+        status=405,
+        body="cat",
+        headers={"X-Same": "one", "x-same": "two", "Content-Type": "text/x-cat"},
+    )
+    with GatewayThread(
+        write_json(tmp_path, [route("s", "/s", plugins=plugins)]), runner.socket_path
+    ) as gw:
         conn = http.client.HTTPConnection("127.0.0.1", gw.port, timeout=10)
         conn.request("POST", "/s", body=b"ignored")
         answer = conn.getresponse()
@@ -171,16 +178,19 @@ def test_stop_answer_reaches_the_client_unchanged_with_duplicate_headers(runner,
         conn.close()
     assert (answer.status, body) == (405, b"cat")
     headers = answer.getheaders()
-    assert [(n, v) for n, v in headers if n.lower() == "x-same"] == [("X-Same", "one"),
-                                                                     ("x-same", "two")]
+    assert [(n, v) for n, v in headers if n.lower() == "x-same"] == [
+        ("X-Same", "one"),
+        ("x-same", "two"),
+    ]
     assert answer.getheader("Content-Type") == "text/x-cat"
     assert [v for n, v in headers if n == "Server"] == ["APISIX/3.11.0"]
 
 
 def test_stop_without_body_and_error_status_gets_nginx_error_page(runner, tmp_path):
     plugins = stop_plugin(status=403, headers={"X-Why": "runner"})
-    with GatewayThread(write_json(tmp_path, [route("f", "/f", plugins=plugins)]),
-                       runner.socket_path) as gw:
+    with GatewayThread(
+        write_json(tmp_path, [route("f", "/f", plugins=plugins)]), runner.socket_path
+    ) as gw:
         answer = requests.get(gw.url + "/f")
     assert answer.status_code == 403
     assert answer.headers["X-Why"] == "runner"
@@ -189,20 +199,41 @@ def test_stop_without_body_and_error_status_gets_nginx_error_page(runner, tmp_pa
 
 
 def test_runner_sees_nginx_vars_through_extra_info(runner, tmp_path):
-    plugins = stop_plugin(echo_vars=["remote_addr", "request_method", "uri", "request_uri",
-                                     "host", "http_x_trace", "arg_a", "route_id", "route_name",
-                                     "content_type", "nosuch"])
+    plugins = stop_plugin(
+        echo_vars=[
+            "remote_addr",
+            "request_method",
+            "uri",
+            "request_uri",
+            "host",
+            "http_x_trace",
+            "arg_a",
+            "route_id",
+            "route_name",
+            "content_type",
+            "nosuch",
+        ]
+    )
     routes = [route("v", "/v*", name="vars-route", plugins=plugins)]
     with GatewayThread(write_json(tmp_path, routes), runner.socket_path) as gw:
-        answer = requests.post(gw.url + "/v%5E?a=1%202&b", data="x",
-                               headers={"X-Trace": "t1", "Host": "Example.COM:81",
-                                        "Content-Type": "text/plain"})
-    got = {k[len("X-Var-"):]: v for k, v in answer.headers.items() if k.startswith("X-Var-")}
+        answer = requests.post(
+            gw.url + "/v%5E?a=1%202&b",
+            data="x",
+            headers={"X-Trace": "t1", "Host": "Example.COM:81", "Content-Type": "text/plain"},
+        )
+    got = {k[len("X-Var-") :]: v for k, v in answer.headers.items() if k.startswith("X-Var-")}
     assert got == {
-        "remote_addr": "127.0.0.1", "request_method": "POST", "uri": "/v^",
-        "request_uri": "/v%5E?a=1%202&b", "host": "example.com", "http_x_trace": "t1",
-        "arg_a": "1%202", "route_id": "v", "route_name": "vars-route",
-        "content_type": "text/plain", "nosuch": "<nil>",
+        "remote_addr": "127.0.0.1",
+        "request_method": "POST",
+        "uri": "/v^",
+        "request_uri": "/v%5E?a=1%202&b",
+        "host": "example.com",
+        "http_x_trace": "t1",
+        "arg_a": "1%202",
+        "route_id": "v",
+        "route_name": "vars-route",
+        "content_type": "text/plain",
+        "nosuch": "<nil>",
     }
 
 
@@ -220,10 +251,14 @@ def test_runner_unreachable_is_503_with_nginx_html_page(tmp_path):
 
 
 def test_allow_degradation_passes_through_to_the_upstream_when_runner_is_down(tmp_path, upstream):
-    plugins = {"ext-plugin-pre-req": {"conf": [{"name": "stop", "value": "{}"}],
-                                      "allow_degradation": True}}
-    routes = [route("deg", "/deg", plugins=plugins,
-                    upstream={"type": "roundrobin", "nodes": {upstream: 1}})]
+    plugins = {
+        "ext-plugin-pre-req": {"conf": [{"name": "stop", "value": "{}"}], "allow_degradation": True}
+    }
+    routes = [
+        route(
+            "deg", "/deg", plugins=plugins, upstream={"type": "roundrobin", "nodes": {upstream: 1}}
+        )
+    ]
     with GatewayThread(write_json(tmp_path, routes), f"unix:{tmp_path}/none.sock") as gw:
         answer = requests.post(gw.url + "/deg?q=1", data=b"payload")
     assert answer.status_code == 200
@@ -234,8 +269,9 @@ def test_allow_degradation_passes_through_to_the_upstream_when_runner_is_down(tm
 def test_plugin_that_lets_the_request_through_without_upstream_is_503(runner, tmp_path):
     # An unknown plugin name is skipped by the runner: the RPC answers "continue".
     plugins = {"ext-plugin-pre-req": {"conf": [{"name": "nosuch", "value": "{}"}]}}
-    with GatewayThread(write_json(tmp_path, [route("c", "/c", plugins=plugins)]),
-                       runner.socket_path) as gw:
+    with GatewayThread(
+        write_json(tmp_path, [route("c", "/c", plugins=plugins)]), runner.socket_path
+    ) as gw:
         answer = requests.get(gw.url + "/c")
     assert answer.status_code == 503
     assert b"503 Service Temporarily Unavailable" in answer.content
@@ -243,8 +279,18 @@ def test_plugin_that_lets_the_request_through_without_upstream_is_503(runner, tm
 
 def test_plugin_that_lets_the_request_through_reaches_the_upstream(runner, tmp_path, upstream):
     plugins = {"ext-plugin-pre-req": {"conf": [{"name": "nosuch", "value": "{}"}]}}
-    routes = [route("c", "/c", plugins=plugins, upstream={"nodes": [{"host": "127.0.0.1",
-              "port": int(upstream.rsplit(":", 1)[1]), "weight": 1}]})]
+    routes = [
+        route(
+            "c",
+            "/c",
+            plugins=plugins,
+            upstream={
+                "nodes": [
+                    {"host": "127.0.0.1", "port": int(upstream.rsplit(":", 1)[1]), "weight": 1}
+                ]
+            },
+        )
+    ]
     with GatewayThread(write_json(tmp_path, routes), runner.socket_path) as gw:
         answer = requests.get(gw.url + "/c")
     assert answer.text == "upstream saw GET /c b''"
@@ -254,8 +300,12 @@ def test_plugin_that_lets_the_request_through_reaches_the_upstream(runner, tmp_p
 
 
 def test_admin_api_answer_json_gives_route_id_and_version(tmp_path):
-    answer = {"key": "/apisix/routes/r7", "modifiedIndex": 42, "createdIndex": 40,
-              "value": {"uri": "/k", "plugins": stop_plugin()}}
+    answer = {
+        "key": "/apisix/routes/r7",
+        "modifiedIndex": 42,
+        "createdIndex": 40,
+        "value": {"uri": "/k", "plugins": stop_plugin()},
+    }
     config = config_from_admin_json({"total": 1, "list": [answer]})
     assert [(r.id, r.version, r.uris) for r in config.routes] == [("r7", 42, ("/k",))]
     assert config.routes[0].pre_req is not None
@@ -263,8 +313,11 @@ def test_admin_api_answer_json_gives_route_id_and_version(tmp_path):
 
 
 def test_admin_api_body_without_id_takes_the_file_name(runner, tmp_path):
-    path = write_json(tmp_path, {"uri": "/named", "plugins": stop_plugin(echo_vars=["route_id"])},
-                      name="my-route.json")
+    path = write_json(
+        tmp_path,
+        {"uri": "/named", "plugins": stop_plugin(echo_vars=["route_id"])},
+        name="my-route.json",
+    )
     with GatewayThread(path, runner.socket_path) as gw:
         assert requests.get(gw.url + "/named").headers["X-Var-route_id"] == "my-route"
 
@@ -278,7 +331,7 @@ def test_apisix_yaml_routes_and_consumers_are_served(runner, tmp_path):
         "      ext-plugin-pre-req:\n"
         "        conf:\n"
         "          - name: stop\n"
-        "            value: '{\"status\": 201, \"echo_vars\": [\"route_id\"]}'\n"
+        '            value: \'{"status": 201, "echo_vars": ["route_id"]}\'\n'
         "consumers:\n"
         "  - username: demo\n"
         "    plugins:\n"
@@ -303,8 +356,12 @@ def test_apisix_yaml_without_end_marker_is_refused(tmp_path):
 
 
 def test_conf_value_that_is_an_object_not_a_string_is_refused():
-    bad = {"uri": "/x", "plugins": {"ext-plugin-pre-req": {
-        "conf": [{"name": "kafkaupstream", "value": {"topic": "t"}}]}}}
+    bad = {
+        "uri": "/x",
+        "plugins": {
+            "ext-plugin-pre-req": {"conf": [{"name": "kafkaupstream", "value": {"topic": "t"}}]}
+        },
+    }
     with pytest.raises(RouteConfigError, match="must be a string"):
         config_from_admin_json(bad)
 
@@ -320,15 +377,18 @@ def test_plugins_the_gateway_does_not_emulate_are_refused():
 @pytest.fixture
 def echo_gateway(runner, tmp_path) -> Iterator[GatewayThread]:
     plugins = stop_plugin(echo_body=True, headers={"Content-Type": "application/octet-stream"})
-    with GatewayThread(write_json(tmp_path, [route("e", "/echo", plugins=plugins)]),
-                       runner.socket_path) as gw:
+    with GatewayThread(
+        write_json(tmp_path, [route("e", "/echo", plugins=plugins)]), runner.socket_path
+    ) as gw:
         yield gw
 
 
 def test_chunked_request_body_is_reassembled(echo_gateway):
-    request = (b"POST /echo HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n"
-               b"Connection: close\r\n\r\n"
-               b"5;ext=1\r\nhello\r\n1\r\n \r\n6\r\nworld!\r\n0\r\nX-Trailer: t\r\n\r\n")
+    request = (
+        b"POST /echo HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n"
+        b"Connection: close\r\n\r\n"
+        b"5;ext=1\r\nhello\r\n1\r\n \r\n6\r\nworld!\r\n0\r\nX-Trailer: t\r\n\r\n"
+    )
     reply = raw_exchange(echo_gateway.port, request)
     assert reply.startswith(b"HTTP/1.1 200 OK\r\n")
     assert reply.endswith(b"\r\n\r\nhello world!")
@@ -365,8 +425,10 @@ def test_pipelined_requests_are_answered_in_order(echo_gateway):
 
 def test_expect_100_continue_is_answered_before_the_body_is_sent(echo_gateway):
     with socket.create_connection(("127.0.0.1", echo_gateway.port), timeout=10) as sock:
-        sock.sendall(b"POST /echo HTTP/1.1\r\nHost: h\r\nContent-Length: 4\r\n"
-                     b"Expect: 100-continue\r\nConnection: close\r\n\r\n")
+        sock.sendall(
+            b"POST /echo HTTP/1.1\r\nHost: h\r\nContent-Length: 4\r\n"
+            b"Expect: 100-continue\r\nConnection: close\r\n\r\n"
+        )
         assert sock.recv(100) == b"HTTP/1.1 100 Continue\r\n\r\n"
         sock.sendall(b"body")
         reply = b""
@@ -378,8 +440,9 @@ def test_expect_100_continue_is_answered_before_the_body_is_sent(echo_gateway):
 
 def test_head_gets_the_headers_and_no_body(runner, tmp_path):
     plugins = stop_plugin(body="twelve bytes")
-    with GatewayThread(write_json(tmp_path, [route("hd", "/hd", plugins=plugins)]),
-                       runner.socket_path) as gw:
+    with GatewayThread(
+        write_json(tmp_path, [route("hd", "/hd", plugins=plugins)]), runner.socket_path
+    ) as gw:
         conn = http.client.HTTPConnection("127.0.0.1", gw.port, timeout=10)
         conn.request("HEAD", "/hd")
         answer = conn.getresponse()
@@ -398,8 +461,10 @@ def test_large_body_is_read_whole(echo_gateway):
 
 
 def test_content_length_over_16_mib_is_413_without_reading_the_body(echo_gateway):
-    reply = raw_exchange(echo_gateway.port, b"POST /echo HTTP/1.1\r\nHost: h\r\n"
-                         b"Content-Length: %d\r\n\r\n" % (MAX_BODY_BYTES + 1))
+    reply = raw_exchange(
+        echo_gateway.port,
+        b"POST /echo HTTP/1.1\r\nHost: h\r\nContent-Length: %d\r\n\r\n" % (MAX_BODY_BYTES + 1),
+    )
     assert reply.startswith(b"HTTP/1.1 413 Request Entity Too Large\r\n")
     assert b"Connection: close" in reply
 
@@ -433,8 +498,11 @@ def auth_gateway(runner, tmp_path) -> Iterator[GatewayThread]:
     produced = {"status": 200, "body": "produced", "echo_vars": ["consumer_name"]}
     routes = [
         route("pre", "/pre", plugins={"key-auth": {}, **stop_plugin(**produced)}),
-        route("post", "/post",
-              plugins={"key-auth": {}, **stop_plugin("ext-plugin-post-req", **produced)}),
+        route(
+            "post",
+            "/post",
+            plugins={"key-auth": {}, **stop_plugin("ext-plugin-post-req", **produced)},
+        ),
     ]
     paths = [write_json(tmp_path, routes), write_json(tmp_path, consumer, "consumer.json")]
     with GatewayThread(paths, runner.socket_path) as gw:
@@ -460,8 +528,7 @@ def test_post_req_route_rejects_a_wrong_key(auth_gateway):
 
 
 def test_post_req_route_runs_the_plugin_for_an_authenticated_consumer(auth_gateway):
-    answer = requests.post(auth_gateway.url + "/post", data="{}",
-                           headers={"apikey": "secret-key"})
+    answer = requests.post(auth_gateway.url + "/post", data="{}", headers={"apikey": "secret-key"})
     assert (answer.status_code, answer.text) == (200, "produced")
     assert answer.headers["X-Var-consumer_name"] == "demo"
     by_query = requests.post(auth_gateway.url + "/post?apikey=secret-key", data="{}")
@@ -473,8 +540,11 @@ def test_post_req_route_runs_the_plugin_for_an_authenticated_consumer(auth_gatew
 
 def test_exchange_hook_sees_request_answer_and_timing(runner, tmp_path):
     seen = []
-    with GatewayThread(write_json(tmp_path, [route("r", "/r")]), runner.socket_path,
-                       on_exchange=lambda req, ans, timing: seen.append((req, ans, timing))) as gw:
+    with GatewayThread(
+        write_json(tmp_path, [route("r", "/r")]),
+        runner.socket_path,
+        on_exchange=lambda req, ans, timing: seen.append((req, ans, timing)),
+    ) as gw:
         requests.post(gw.url + "/r", data=b"abc", headers={"X-A": "1"})
         requests.get(gw.url + "/missing")
     (req1, ans1, t1), (req2, ans2, _) = seen
@@ -485,8 +555,12 @@ def test_exchange_hook_sees_request_answer_and_timing(runner, tmp_path):
 
 
 def test_cli_help_names_its_options():
-    out = subprocess.run([sys.executable, "-m", "harness.gateway", "--help"],
-                         capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-m", "harness.gateway", "--help"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     for option in ("--routes", "--runner", "--listen"):
         assert option in out
 
@@ -496,10 +570,19 @@ def test_cli_serves_routes_and_logs_one_line_per_request(runner, tmp_path):
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     proc = subprocess.Popen(
-        [sys.executable, "-m", "harness.gateway", "--routes",
-         str(write_json(tmp_path, [route("cli", "/cli")])), "--runner",
-         f"unix:{runner.socket_path}", "--listen", f"127.0.0.1:{port}"],
-        stderr=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-m",
+            "harness.gateway",
+            "--routes",
+            str(write_json(tmp_path, [route("cli", "/cli")])),
+            "--runner",
+            f"unix:{runner.socket_path}",
+            "--listen",
+            f"127.0.0.1:{port}",
+        ],
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         deadline = time.monotonic() + 15

@@ -189,9 +189,7 @@ def test_garbage_on_one_connection_does_not_disturb_fifty_others(runner):
                     rest = sock.recv(10)  # the runner closed this connection
                 return frame_type, payload, rest
 
-            results = await asyncio.gather(
-                *(one(i) for i in range(50)), asyncio.to_thread(garbage)
-            )
+            results = await asyncio.gather(*(one(i) for i in range(50)), asyncio.to_thread(garbage))
             return results[:50], results[50]
 
     answers, (frame_type, payload, rest) = run(scenario())
@@ -382,4 +380,3 @@ def test_idle_pooled_connection_is_closed_on_shutdown_without_error(runner):
         read_frame(sock)
         assert runner.stop() == 0
         assert sock.recv(1) == b""
-

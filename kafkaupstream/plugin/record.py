@@ -1,0 +1,158 @@
+"""From an HTTP request to a Kafka record: the precedence rules, in two steps.
+
+:func:`route_request` reads only the request headers, so a request that cannot be served is
+refused before its body is fetched from APISIX; :func:`build_record` then takes the body.
+
+- topic: ``<prefix>topic`` header (must be allowed) > ``topic``; none at all is 400.
+- partition: ``<prefix>partition`` header > ``partition`` > -1 (any).
+- key: ``<prefix>key`` header > ``jsonkey`` (JSON bodies only) > ``key`` > no key.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from decimal import Decimal
+from fnmatch import fnmatchcase
+
+from kafkaupstream.plugin.answers import RequestError, bad_header
+from kafkaupstream.plugin.config import RouteConfig, is_legal_topic
+from kafkaupstream.plugin.jsonbody import InvalidJSON, compact, is_json_content_type, parse
+from kafkaupstream.producers import KafkaRecord
+from kafkaupstream.protocol import Entries
+
+_PARTITION = re.compile(r"^-?[0-9]{1,10}$")
+
+
+@dataclass(frozen=True, slots=True)
+class Routing:
+    """What the headers decided: where the record goes and what travels with it."""
+
+    topic: str
+    partition: int
+    header_key: bytes | None
+    json_body: bool
+    record_headers: tuple[tuple[str, bytes], ...]
+
+
+def route_request(config: RouteConfig, headers: Entries) -> Routing:
+    """Apply the header half of the precedence rules; raises :class:`RequestError`."""
+    control = {config.topic_header: "", config.partition_header: "", config.key_header: ""}
+    found: dict[str, str] = {}
+    content_type: str | None = None
+    forwarded: list[tuple[str, bytes]] = []
+    for entry in headers:
+        name = entry.name.lower()
+        value = entry.value or ""
+        if name in control:
+            if name in found and found[name] != value:
+                raise bad_header(name, "is given more than once with different values")
+            found[name] = value
+        elif config.forwards(name):
+            forwarded.append((name, _raw(value)))
+        if name == "content-type" and content_type is None:
+            content_type = value
+    return Routing(
+        topic=_topic(config, found.get(config.topic_header)),
+        partition=_partition(config, found.get(config.partition_header)),
+        header_key=_raw(found[config.key_header]) if found.get(config.key_header) else None,
+        json_body=is_json_content_type(content_type),
+        record_headers=tuple(forwarded),
+    )
+
+
+def build_record(config: RouteConfig, routing: Routing, body: bytes) -> KafkaRecord:
+    """Apply the body half (size, JSON, jsonkey); raises :class:`RequestError`."""
+    if not body:
+        # The original produced a null value here: a tombstone for whatever key applied.
+        raise RequestError(400, "empty_body", "the request has no body; send the record value")
+    if len(body) > config.max_body_bytes:
+        raise RequestError(
+            413,
+            "body_too_large",
+            f"the body has {len(body)} bytes; this route accepts at most {config.max_body_bytes}",
+        )
+    value = body
+    if routing.json_body:
+        try:
+            value = compact(body)
+        except InvalidJSON as exc:
+            raise RequestError(400, "invalid_json", f"the body is not valid JSON: {exc}") from None
+    key = routing.header_key
+    if key is None and routing.json_body and config.jsonkey is not None:
+        key = _json_key(config, value)
+    if key is None:
+        key = config.key
+    return KafkaRecord(
+        topic=routing.topic,
+        value=value,
+        key=key,
+        partition=routing.partition,
+        headers=routing.record_headers,
+    )
+
+
+def _topic(config: RouteConfig, header: str | None) -> str:
+    if not header:
+        if config.topic is None:
+            raise RequestError(
+                400, "no_topic", f"this route has no topic: send one in {config.topic_header!r}"
+            )
+        return config.topic
+    allowed = header == config.topic or any(fnmatchcase(header, g) for g in config.allowed_topics)
+    if not allowed:
+        raise RequestError(
+            403, "topic_not_allowed", "this route may not produce to the topic in the header"
+        )
+    if not is_legal_topic(header):
+        raise bad_header(config.topic_header, "is not a legal Kafka topic name")
+    return header
+
+
+def _partition(config: RouteConfig, header: str | None) -> int:
+    if not header:
+        return config.partition
+    if not _PARTITION.match(header) or not -1 <= int(header) <= 2**31 - 1:
+        raise bad_header(config.partition_header, "must be an integer >= -1 (-1: any partition)")
+    return int(header)
+
+
+def _json_key(config: RouteConfig, value: bytes) -> bytes:
+    assert config.jsonkey is not None
+    found = config.jsonkey.search(parse(value))
+    if found is None:
+        raise RequestError(
+            422,
+            "key_not_found",
+            f"jsonkey {config.jsonkey_source!r} finds nothing (or null) in the body",
+        )
+    try:
+        return _raw(key_text(found))
+    except (RecursionError, ValueError):  # nested too deep, or an integer of >4300 digits
+        raise RequestError(
+            422,
+            "key_not_found",
+            f"jsonkey {config.jsonkey_source!r} finds a value too large to become a key",
+        ) from None
+
+
+def key_text(found: object) -> str:
+    """What the Go original's gjson made of a value: strings as is, numbers as Go prints them.
+
+    Integers keep their digits; other numbers get Go's shortest decimal form without exponent
+    (``1.50`` -> ``1.5``, ``1e3`` -> ``1000``); booleans, objects and arrays become compact JSON.
+    """
+    if isinstance(found, str):
+        return found
+    if isinstance(found, float):
+        return format(Decimal(repr(found)).normalize(), "f")
+    return json.dumps(found, ensure_ascii=False, separators=(",", ":"))
+
+
+def _raw(text: str) -> bytes:
+    """The bytes behind text decoded with ``surrogateescape`` (header bytes, JSON strings)."""
+    try:
+        return text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:  # a lone surrogate from a JSON \\ud800 escape
+        return text.encode("utf-8", "surrogatepass")

@@ -1,0 +1,303 @@
+"""The parent of a multi-worker runner: binds the socket, forks the workers, owns the tokens.
+
+APISIX spawns this process and, on stop or reload, SIGTERMs it, waits 1 s and SIGKILLs it. So the
+parent binds the one unix socket (unix sockets have no SO_REUSEPORT: every worker accepts on the
+inherited listening fd with its own event loop), forks N workers, serves their token lookups
+(``token_service.py``), restarts a worker that dies, and on SIGTERM/SIGINT forwards the signal,
+waits at most the shutdown budget (workers get a slightly smaller one, so they normally finish
+first), SIGKILLs stragglers, unlinks the socket only if it is still ours and exits 0.
+
+The parent is a plain ``poll`` loop with no threads and no asyncio: forking from it is safe, and
+it never holds anything a worker must not inherit (no plugins, no producers).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import selectors
+import signal
+import socket
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+
+from kafkaupstream.api import Plugin
+from kafkaupstream.server.app import (
+    ServerSettings,
+    bind_unix_socket,
+    socket_identity,
+    unlink_if_ours,
+)
+from kafkaupstream.server.token_service import ChannelHub, TokenService
+from kafkaupstream.server.token_wire import WireError
+from kafkaupstream.server.tokens import ConfTokenRegistry
+from kafkaupstream.server.worker import WorkerSpec, describe_exit, fork_worker
+
+log = logging.getLogger(__name__)
+
+_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGCHLD)
+#: Kept back from a worker's shutdown budget so the parent can still reap it in its own.
+_WORKER_RESERVE_S = 0.1
+#: A worker that lived this long before dying is restarted at once; quicker deaths back off.
+_STABLE_AFTER_S = 1.0
+_FIRST_RESTART_DELAY_S = 0.1
+#: APISIX itself waits 3 s before respawning a runner that died.
+_MAX_RESTART_DELAY_S = 3.0
+
+
+@dataclass(slots=True)
+class _Worker:
+    index: int
+    pid: int
+    started_at: float
+    ready: bool = False
+
+
+def _ignore_signal(_signum: int, _frame: object) -> None:
+    """The signal's number reaches the loop through the wake-up fd; nothing to do here."""
+
+
+class Supervisor:
+    """Runs the parent until every worker is gone after SIGTERM/SIGINT."""
+
+    def __init__(
+        self,
+        settings: ServerSettings,
+        workers: int,
+        make_plugins: Callable[[], Sequence[Plugin]],
+    ) -> None:
+        if workers < 1:
+            raise ValueError("a runner needs at least one worker")
+        self._settings = settings
+        self._count = workers
+        self._make_plugins = make_plugins
+        budget = settings.shutdown_timeout_s
+        self._worker_settings = replace(
+            settings, shutdown_timeout_s=budget - min(_WORKER_RESERVE_S, budget / 4)
+        )
+        self._selector = selectors.PollSelector()
+        service = TokenService(ConfTokenRegistry(settings.conf_expire_s))
+        self._channels = ChannelHub(service, self._selector, self._on_ready)
+        self._workers: dict[int, _Worker] = {}
+        self._restart_at: dict[int, float] = {}
+        self._quick_deaths: dict[int, int] = {}
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._listener: socket.socket | None = None
+        self._identity: tuple[int, int] | None = None
+        self._stop_started: float | None = None
+        self._announced = False
+        self._exit_code = 0
+        self._pid = os.getpid()
+
+    def run(self) -> int:
+        path = self._settings.socket_path
+        try:
+            self._listener = bind_unix_socket(path)
+        except OSError as exc:
+            log.error("event=cannot_listen path=%s cause=%r", path, str(exc))
+            return 1
+        self._identity = socket_identity(path)
+        previous = self._install_signals()
+        try:
+            for index in range(self._count):
+                self._spawn(index)
+            self._loop()
+        finally:
+            self._restore_signals(previous)
+            self._close_listener()
+            self._selector.close()
+            self._wake_r.close()
+            self._wake_w.close()
+        if self._stop_started is not None:
+            elapsed_ms = (time.monotonic() - self._stop_started) * 1000
+            log.info("event=stopped elapsed_ms=%d", elapsed_ms)
+        return self._exit_code
+
+    # --- the loop -----------------------------------------------------------------------------
+
+    def _loop(self) -> None:
+        while True:
+            now = time.monotonic()
+            timeout: float | None = None
+            if self._stop_started is not None:
+                if not self._workers:
+                    return
+                deadline = self._stop_started + self._settings.shutdown_timeout_s
+                if now >= deadline:
+                    self._kill_remaining()
+                    return
+                timeout = deadline - now
+            else:
+                for index, due in sorted(self._restart_at.items()):
+                    if due <= now:
+                        del self._restart_at[index]
+                        self._spawn(index)
+                if self._restart_at:
+                    timeout = max(0.0, min(self._restart_at.values()) - now)
+            for key, events in self._selector.select(timeout):
+                if key.data is None:
+                    self._drain_wakeups()
+                else:
+                    self._serve_channel(key.data, events)
+            self._reap()
+            self._channels.update_interest()
+
+    def _drain_wakeups(self) -> None:
+        try:
+            data = self._wake_r.recv(256)
+        except BlockingIOError:
+            return
+        for signum in data:
+            if signum in (signal.SIGTERM, signal.SIGINT):
+                self._begin_stop(signal.Signals(signum))
+
+    def _begin_stop(self, sig: signal.Signals) -> None:
+        if self._stop_started is not None:
+            return
+        self._stop_started = time.monotonic()
+        log.info("event=shutdown_requested signal=%s workers=%d", sig.name, len(self._workers))
+        self._restart_at.clear()
+        self._close_listener()
+        for pid in self._workers:
+            _signal_quietly(pid, sig)
+
+    def _kill_remaining(self) -> None:
+        log.warning("event=shutdown_killed_workers count=%d", len(self._workers))
+        for pid in self._workers:
+            _signal_quietly(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 0.2
+        while self._workers and time.monotonic() < deadline:
+            self._reap()
+            time.sleep(0.005)
+
+    # --- workers ------------------------------------------------------------------------------
+
+    def _spawn(self, index: int) -> None:
+        assert self._listener is not None
+        parent_end, child_end = socket.socketpair()
+        spec = WorkerSpec(
+            index=index,
+            settings=self._worker_settings,
+            listener=self._listener,
+            channel=child_end,
+            make_plugins=self._make_plugins,
+            parent_pid=self._pid,
+        )
+        # What the child must not keep: every parent-side fd except the listening socket.
+        inherited = [parent_end, self._wake_r, self._wake_w, *self._channels.sockets()]
+        try:
+            pid = fork_worker(spec, inherited, _SIGNALS)
+        except OSError as exc:
+            parent_end.close()
+            log.error("event=fork_failed worker=%d cause=%r", index, str(exc))
+            self._restart_at[index] = time.monotonic() + _MAX_RESTART_DELAY_S
+            return
+        finally:
+            child_end.close()
+        self._workers[pid] = _Worker(index, pid, time.monotonic())
+        self._channels.add(pid, parent_end)
+        log.info("event=worker_started worker=%d pid=%d", index, pid)
+
+    def _reap(self) -> None:
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            worker = self._workers.pop(pid, None)
+            self._channels.remove(pid)
+            if worker is not None:
+                self._on_exit(worker, describe_exit(os.waitstatus_to_exitcode(status)))
+
+    def _on_exit(self, worker: _Worker, cause: str) -> None:
+        if self._stop_started is not None:
+            log.info(
+                "event=worker_exited worker=%d pid=%d cause=%r", worker.index, worker.pid, cause
+            )
+            return
+        if not self._announced and not worker.ready:
+            log.error(
+                "event=worker_failed_to_start worker=%d pid=%d cause=%r action=stop_runner",
+                worker.index,
+                worker.pid,
+                cause,
+            )
+            self._exit_code = 1
+            self._begin_stop(signal.SIGTERM)
+            return
+        now = time.monotonic()
+        quick = 0
+        if now - worker.started_at < _STABLE_AFTER_S:
+            quick = self._quick_deaths.get(worker.index, 0) + 1
+        self._quick_deaths[worker.index] = quick
+        delay = 0.0
+        if quick:
+            delay = min(_MAX_RESTART_DELAY_S, _FIRST_RESTART_DELAY_S * 2 ** (quick - 1))
+        self._restart_at[worker.index] = now + delay
+        log.warning(
+            "event=worker_died worker=%d pid=%d cause=%r action=restart delay_s=%.1f",
+            worker.index,
+            worker.pid,
+            cause,
+            delay,
+        )
+
+    # --- channels ---------------------------------------------------------------------------
+
+    def _serve_channel(self, pid: int, events: int) -> None:
+        try:
+            self._channels.serve(pid, events)
+        except WireError as exc:
+            log.error("event=worker_channel_garbled pid=%d cause=%r action=kill", pid, str(exc))
+            _signal_quietly(pid, signal.SIGKILL)
+
+    def _on_ready(self, pid: int) -> None:
+        worker = self._workers.get(pid)
+        if worker is not None:
+            worker.ready = True
+            log.info("event=worker_ready worker=%d pid=%d", worker.index, pid)
+            self._maybe_announce()
+
+    def _maybe_announce(self) -> None:
+        """``event=listening`` once every first-generation worker accepts (what tests wait for)."""
+        if self._announced or self._stop_started is not None:
+            return
+        if sum(w.ready for w in self._workers.values()) == self._count:
+            self._announced = True
+            log.info(
+                "event=listening path=%s pid=%d workers=%d",
+                self._settings.socket_path,
+                self._pid,
+                self._count,
+            )
+
+    # --- signals and the socket ---------------------------------------------------------------
+
+    def _install_signals(self) -> dict[int, object]:
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+        signal.set_wakeup_fd(self._wake_w.fileno(), warn_on_full_buffer=False)
+        self._selector.register(self._wake_r, selectors.EVENT_READ, None)
+        return {sig: signal.signal(sig, _ignore_signal) for sig in _SIGNALS}
+
+    def _restore_signals(self, previous: dict[int, object]) -> None:
+        signal.set_wakeup_fd(-1)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)  # type: ignore[arg-type]
+
+    def _close_listener(self) -> None:
+        if self._listener is not None:
+            self._listener.close()
+            self._listener = None
+        if self._identity is not None:
+            unlink_if_ours(self._settings.socket_path, self._identity)
+            self._identity = None
+
+
+def _signal_quietly(pid: int, sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, sig)
