@@ -115,7 +115,7 @@ def parse_route_config(value: str) -> RouteConfig:
     connecting to anything, so a typo fails at PrepareConf rather than at the first request.
     """
     fields = _fields(value)
-    producer_config = _producer_config(fields.pop("config", None))
+    raw_producer_config = fields.pop("config", None)
     parsers: dict[str, Callable[[str, Any], Any]] = {
         "topic": _topic,
         "partition": _partition,
@@ -129,7 +129,8 @@ def parse_route_config(value: str) -> RouteConfig:
         "max_body_bytes": _int_in(1, MAX_BODY_LIMIT),
     }
     options = {name: parsers[name](name, raw) for name, raw in fields.items() if raw is not None}
-    config = RouteConfig(producer_config=producer_config, **options)
+    sync = options.get("delivery", "sync") == "sync"
+    config = RouteConfig(producer_config=_producer_config(raw_producer_config, sync), **options)
     if config.topic is None and not config.allowed_topics:
         raise RouteConfigError(
             "topic", "required (or list allowed_topics so that the topic header can choose one)"
@@ -176,7 +177,7 @@ def _position(exc: ValueError) -> str:
     return f"at character {pos}" if pos is not None else "unreadable"
 
 
-def _producer_config(raw: Any) -> ConfigKey:
+def _producer_config(raw: Any, sync: bool) -> ConfigKey:
     if raw is None:
         raise RouteConfigError("config", "required: librdkafka producer properties")
     if not isinstance(raw, _Pairs):
@@ -188,11 +189,36 @@ def _producer_config(raw: Any) -> ConfigKey:
     names = {name for name, _ in key}
     if not names.intersection(_BOOTSTRAP_PROPERTIES):
         raise RouteConfigError("config.bootstrap.servers", "required: the brokers to connect to")
+    if sync and _idempotence_fits(dict(key)):
+        key = tuple(sorted((*key, ("enable.idempotence", "true"))))
     refusal = check_producer_config(key)
     if refusal is not None:
         field = f"config.{refusal.property}" if refusal.property else "config"
         raise RouteConfigError(field, refusal.reason)
     return key
+
+
+def _idempotence_fits(properties: dict[str, str]) -> bool:
+    """Whether a sync route gets ``enable.idempotence`` by default.
+
+    A 200 promises one record: librdkafka's internal retries must not write it twice. The
+    default yields to anything the user chose: idempotence itself, or an ``acks`` it forbids.
+    """
+    if "enable.idempotence" in properties:
+        return False
+
+    def chosen(*names: str, default: str) -> str:
+        return next((properties[n] for n in names if n in properties), default).lower()
+
+    acks = chosen("acks", "request.required.acks", default="all")
+    in_flight = chosen("max.in.flight", "max.in.flight.requests.per.connection", default="5")
+    retries = chosen("retries", "message.send.max.retries", default="1")
+    return (
+        acks in ("all", "-1")
+        and in_flight.isdigit()
+        and int(in_flight) <= 5
+        and retries not in ("0",)
+    )
 
 
 def _topic(name: str, raw: Any) -> str:

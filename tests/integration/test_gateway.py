@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 import requests
 
-from harness.gateway import GatewayThread
+from harness.gateway import DEFAULT_SERVER_VERSION, GatewayThread
 from harness.http11 import MAX_BODY_BYTES
 from harness.routes import RouteConfigError, config_from_admin_json, load_config
 from harness.runner_process import RunnerProcess
@@ -183,7 +183,7 @@ def test_stop_answer_reaches_the_client_unchanged_with_duplicate_headers(runner,
         ("x-same", "two"),
     ]
     assert answer.getheader("Content-Type") == "text/x-cat"
-    assert [v for n, v in headers if n == "Server"] == ["APISIX/3.11.0"]
+    assert [v for n, v in headers if n == "Server"] == [f"APISIX/{DEFAULT_SERVER_VERSION}"]
 
 
 def test_stop_without_body_and_error_status_gets_nginx_error_page(runner, tmp_path):
@@ -247,7 +247,7 @@ def test_runner_unreachable_is_503_with_nginx_html_page(tmp_path):
     assert answer.status_code == 503
     assert answer.headers["Content-Type"].startswith("text/html")
     assert b"<center><h1>503 Service Temporarily Unavailable</h1></center>" in answer.content
-    assert answer.headers["Server"] == "APISIX/3.11.0"
+    assert answer.headers["Server"] == f"APISIX/{DEFAULT_SERVER_VERSION}"
 
 
 def test_allow_degradation_passes_through_to_the_upstream_when_runner_is_down(tmp_path, upstream):
@@ -263,7 +263,7 @@ def test_allow_degradation_passes_through_to_the_upstream_when_runner_is_down(tm
         answer = requests.post(gw.url + "/deg?q=1", data=b"payload")
     assert answer.status_code == 200
     assert answer.text == "upstream saw POST /deg?q=1 b'payload'"
-    assert answer.headers["Server"] == "APISIX/3.11.0"
+    assert answer.headers["Server"] == f"APISIX/{DEFAULT_SERVER_VERSION}"
 
 
 def test_plugin_that_lets_the_request_through_without_upstream_is_503(runner, tmp_path):

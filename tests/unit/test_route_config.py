@@ -25,7 +25,10 @@ def error_of(value: str) -> RouteConfigError:
 
 def test_minimal_config_gets_the_documented_defaults() -> None:
     config = parse_route_config(conf(topic="events"))
-    assert config.producer_config == (("bootstrap.servers", "127.0.0.1:9092"),)
+    assert config.producer_config == (
+        ("bootstrap.servers", "127.0.0.1:9092"),
+        ("enable.idempotence", "true"),
+    )
     assert config.topic == "events"
     assert config.partition == -1
     assert config.key is None
@@ -110,7 +113,11 @@ def test_nested_config_objects_are_flattened_to_dotted_properties() -> None:
         conf(topic="t", config={"linger.ms": "5", "bootstrap.servers": "b:9092"})
     )
     assert nested.producer_config == dotted.producer_config
-    assert nested.producer_config == (("bootstrap.servers", "b:9092"), ("linger.ms", "5"))
+    assert nested.producer_config == (
+        ("bootstrap.servers", "b:9092"),
+        ("enable.idempotence", "true"),
+        ("linger.ms", "5"),
+    )
 
 
 def test_same_property_nested_and_dotted_is_an_error() -> None:
@@ -243,3 +250,28 @@ def test_describe_redacts_secrets_and_shows_effective_headers() -> None:
         "partition": "cool-partition",
         "key": "cool-key",
     }
+
+
+def test_sync_routes_get_an_idempotent_producer_by_default() -> None:
+    properties = dict(parse_route_config(conf(topic="t")).producer_config)
+    assert properties["enable.idempotence"] == "true"
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        {**BOOT, "enable.idempotence": False},
+        {**BOOT, "acks": 1},
+        {**BOOT, "request.required.acks": "0"},
+        {**BOOT, "max.in.flight": 10},
+        {**BOOT, "retries": 0},
+    ],
+)
+def test_the_idempotence_default_yields_to_what_the_user_chose(config: dict[str, Any]) -> None:
+    properties = dict(parse_route_config(conf(topic="t", config=config)).producer_config)
+    assert properties.get("enable.idempotence", "false") == "false"
+
+
+def test_async_routes_keep_librdkafkas_default() -> None:
+    properties = dict(parse_route_config(conf(topic="t", delivery="async")).producer_config)
+    assert "enable.idempotence" not in properties
