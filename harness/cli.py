@@ -33,6 +33,14 @@ DELEGATES: dict[str, tuple[str, str]] = {
         "harness.bench.cli",
         "benchmark scenarios side by side, markdown table (python -m harness.bench)",
     ),
+    "record": (
+        "harness.replay.proxy",
+        "an HTTP proxy recording requests and answers for replay (--target URL --out FILE)",
+    ),
+    "replay": (
+        "harness.replay.cli",
+        "send recorded requests (or a HAR file) again and report every changed answer",
+    ),
 }
 
 DEMO_EPILOG = """\
@@ -97,7 +105,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog=PROG,
         description="Test and demo tools for kafkaupstream: a demo of the whole path "
         "(HTTP -> gateway playing APISIX -> runner -> Kafka), an embedded Kafka-protocol broker, "
-        "a record printer, the gateway, the load generator and the benchmarks.",
+        "a record printer, the gateway, the load generator, the benchmarks, and recording and "
+        "replaying traffic.",
         epilog=f"'{PROG} COMMAND --help' describes each command.",
     )
     parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
@@ -163,6 +172,14 @@ def _add_demo(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "--print-routes",
         action="store_true",
         help="print the generated routes as an apisix.yaml and exit",
+    )
+    p.add_argument(
+        "--record",
+        metavar="FILE",
+        help="write every request and its answer to FILE for `replay` (secrets redacted)",
+    )
+    p.add_argument(
+        "--keep-secrets", action="store_true", help="with --record: keep credentials as sent"
     )
     p.add_argument(
         "--log-level",
@@ -285,6 +302,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         broker_port=args.broker_port,
         routes=tuple(args.routes),
         log_dir=args.log_dir,
+        record=args.record,
+        keep_secrets=args.keep_secrets,
     )
     with _stop_on_signals() as stop:
         return run_demo(options, stop)

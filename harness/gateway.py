@@ -29,6 +29,7 @@ from typing import Any
 from harness.fake_apisix import FakeApisix
 from harness.http11 import MAX_BODY_BYTES, STREAM_LIMIT, HTTPError, Request, read_request, serialize
 from harness.pipeline import Answer, Pipeline, page
+from harness.replay.recorder import RecordingWriter, recording_hook
 from harness.routes import GatewayConfig, load_config
 
 log = logging.getLogger(__name__)
@@ -367,17 +368,33 @@ def _build_parser() -> argparse.ArgumentParser:
         default=DEFAULT_SERVER_VERSION,
         help=f"version in the Server header (default {DEFAULT_SERVER_VERSION})",
     )
+    parser.add_argument(
+        "--record",
+        metavar="FILE",
+        help="write every request and its answer to FILE (JSON Lines) for "
+        "`kafkaupstream-harness replay`",
+    )
+    parser.add_argument(
+        "--keep-secrets",
+        action="store_true",
+        help="with --record: keep credentials (default: Authorization, Cookie, apikey, "
+        "*token*, *secret*, *password* ... are redacted)",
+    )
     parser.add_argument("--log-level", default="INFO")
     return parser
 
 
 async def _run(args: argparse.Namespace) -> int:
+    writer = None
+    if args.record:
+        writer = RecordingWriter(args.record, source="gateway", keep_secrets=args.keep_secrets)
     gateway = await serve_gateway(
         args.routes,
         args.runner,
         *args.listen,
         workers=args.workers,
         server_version=args.server_version,
+        on_exchange=recording_hook(writer) if writer else None,
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -387,6 +404,8 @@ async def _run(args: argparse.Namespace) -> int:
         await stop.wait()
     finally:
         await gateway.close()
+        if writer is not None:
+            writer.close()
     return 0
 
 

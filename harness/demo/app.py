@@ -31,6 +31,7 @@ from harness.demo.routes import PATH, TOPICS, curl_examples, describe_routes, st
 from harness.gateway import GatewayThread, Timing
 from harness.http11 import Request
 from harness.pipeline import Answer
+from harness.replay.recorder import RecordingWriter, from_gateway
 from harness.routes import GatewayConfig, RouteConfigError, load_config
 
 #: What APISIX sets when it spawns the runner (``ext-plugin.cmd``).
@@ -47,6 +48,9 @@ class DemoOptions:
     routes: tuple[str, ...] = ()
     #: Where the runner's and broker's logs go; None: the temporary directory (removed on exit).
     log_dir: str | None = None
+    #: Write every exchange to this recording (``kafkaupstream-harness replay`` reads it).
+    record: str | None = None
+    keep_secrets: bool = False
 
 
 class StartupError(RuntimeError):
@@ -206,6 +210,7 @@ class Demo:
         self.runner: RunnerChild | None = None
         self.gateway: GatewayThread | None = None
         self.config: GatewayConfig | None = None
+        self.recording: RecordingWriter | None = None
         self.workdir = Path()
         self.log_dir = Path()
 
@@ -247,6 +252,11 @@ class Demo:
         runner.start()
         self._check_stop()
 
+        if opts.record:
+            self.recording = RecordingWriter(
+                opts.record, source="demo", keep_secrets=opts.keep_secrets
+            )
+            stack.callback(self.recording.close)
         gateway = GatewayThread(
             self.config,
             str(runner.socket_path),
@@ -270,6 +280,8 @@ class Demo:
             f"http   {request.method} {request.target} -> {answer.status} "
             f"{_one_line(answer.body)} ({timing.total_ms:.1f} ms)"
         )
+        if self.recording is not None:
+            self.recording.write(from_gateway(request, answer, timing))
 
     def banner(self) -> None:
         assert self.broker is not None and self.runner is not None and self.gateway is not None
@@ -290,6 +302,10 @@ class Demo:
         for i, line in enumerate(describe_routes(self.config)):
             say(f"  {'routes' if i == 0 else '':<8} {line}")
         say(f"  logs     {self.log_dir / 'runner.log'}, {self.log_dir / 'broker.log'}")
+        if self.recording is not None:
+            say(
+                f"  record   every exchange to {self.recording.path} (kafkaupstream-harness replay)"
+            )
         if self.options.routes:
             say(
                 f"  (routes from {', '.join(self.options.routes)}; records are shown for the "

@@ -71,7 +71,7 @@ class Rules:
     def build(
         cls, ignore: Sequence[str] = (), *, strict: bool = False, headers: Sequence[str] = ()
     ) -> Rules:
-        """Defaults plus ``ignore``; ``strict`` drops the defaults; ``headers`` are also compared."""
+        """Defaults plus ``ignore`` (``strict``: no defaults); ``headers`` are compared too."""
         fields = [*([] if strict else DEFAULT_IGNORE), *ignore]
         compared = [*COMPARED_HEADERS, *headers]
         paths = []
@@ -122,9 +122,7 @@ def compare_bodies(expected: bytes, got: bytes, paths: Sequence[JSONPath] = ()) 
         return [Mismatch("body", show_bytes(expected), show_bytes(got))]
     for path in paths:
         want, have = _mask(want, path), _mask(have, path)
-    return [
-        Mismatch("body" + where, _show(a), _show(b)) for where, a, b in _diff(want, have, "")
-    ]
+    return [Mismatch("body" + where, _show(a), _show(b)) for where, a, b in _diff(want, have, "")]
 
 
 def _json(body: bytes) -> Any:
@@ -135,7 +133,7 @@ def _json(body: bytes) -> Any:
 
 
 def _mask(value: Any, path: JSONPath) -> Any:
-    """``value`` with whatever ``path`` reaches replaced by a placeholder (presence still counts)."""
+    """``value`` with what ``path`` reaches replaced by a placeholder (presence still counts)."""
     if not path:
         return _IGNORED
     head, rest = path[0], path[1:]

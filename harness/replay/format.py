@@ -169,7 +169,10 @@ def exchange_to_json(exchange: Exchange) -> dict[str, Any]:
             "headers": [list(h) for h in ans.headers],
             "body": None if ans.body is None else encode_body(ans.body),
         },
-        "timing": {"start": round(exchange.started, 6), "duration_ms": round(exchange.duration_ms, 3)},
+        "timing": {
+            "start": round(exchange.started, 6),
+            "duration_ms": round(exchange.duration_ms, 3),
+        },
     }
     if exchange.note:
         out["note"] = exchange.note
@@ -215,7 +218,9 @@ def _record(obj: object, where: str) -> KafkaRecord | None:
         raise RecordingError(f"{where}: 'record' must be an object")
     key = obj.get("key")
     headers = obj.get("headers") or []
-    if not isinstance(headers, list) or not all(isinstance(h, list) and len(h) == 2 for h in headers):
+    if not isinstance(headers, list) or not all(
+        isinstance(h, list) and len(h) == 2 for h in headers
+    ):
         raise RecordingError(f"{where}: record headers are [name, body or null] pairs")
     return KafkaRecord(
         None if key is None else decode_body(key, f"{where} record key"),
@@ -279,7 +284,9 @@ def read_jsonl(lines: Iterable[str], name: str) -> Recording:
         raise RecordingError(
             f"{name}: format version {version!r}; this harness reads version {VERSION}"
         )
-    exchanges = tuple(exchange_from_json(_json(line, f"{name}:{i}"), f"{name}:{i}") for i, line in numbered)
+    exchanges = tuple(
+        exchange_from_json(_json(line, f"{name}:{i}"), f"{name}:{i}") for i, line in numbered
+    )
     return Recording(exchanges, f"jsonl v{VERSION}", redacted=bool(header.get("redacted", True)))
 
 

@@ -18,16 +18,23 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
 
-from harness.replay.format import Exchange, RecordedAnswer, RecordedRequest, Recording, RecordingError
-
-#: RFC 9110 7.6.1 hop-by-hop fields (meaningful for one connection only).
-HOP_BY_HOP = frozenset(
-    "connection keep-alive proxy-connection te trailer transfer-encoding upgrade".split()
+from harness.replay.format import (
+    Exchange,
+    RecordedAnswer,
+    RecordedRequest,
+    Recording,
+    RecordingError,
 )
+from harness.upstream import _HOP_BY_HOP
+
+#: RFC 9110 7.6.1 hop-by-hop fields (meaningful for one connection only), as the gateway drops them.
+HOP_BY_HOP = _HOP_BY_HOP
 
 
 def is_har(obj: object) -> bool:
-    return isinstance(obj, Mapping) and isinstance(obj.get("log"), Mapping) and "entries" in obj["log"]
+    return (
+        isinstance(obj, Mapping) and isinstance(obj.get("log"), Mapping) and "entries" in obj["log"]
+    )
 
 
 def _headers(raw: object, where: str) -> tuple[tuple[str, str], ...]:
@@ -91,8 +98,12 @@ def _entry(entry: Mapping[str, Any], where: str) -> Exchange | None:
         headers=headers,
         body=body,
     )
-    answer = RecordedAnswer(status, _headers(resp.get("headers", []), f"{where} response"), answer_body)
-    return Exchange(request, answer, _started(entry.get("startedDateTime")), float(entry.get("time") or 0))
+    answer = RecordedAnswer(
+        status, _headers(resp.get("headers", []), f"{where} response"), answer_body
+    )
+    return Exchange(
+        request, answer, _started(entry.get("startedDateTime")), float(entry.get("time") or 0)
+    )
 
 
 def read_har(obj: Mapping[str, Any], name: str) -> Recording:

@@ -23,7 +23,8 @@ def load_recording(path: str | os.PathLike[str]) -> Recording:
     except ValueError:
         head = None
     if is_header_line(head):
-        return read_jsonl(text.splitlines(), name)
+        # Not splitlines(): U+2028, U+0085 and friends may stand unescaped inside JSON strings.
+        return read_jsonl(text.split("\n"), name)
     try:
         whole = json.loads(text)
     except ValueError:

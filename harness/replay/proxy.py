@@ -98,8 +98,7 @@ async def _run(args: argparse.Namespace) -> int:
         gateway = await recording_proxy(args.target, writer).start(*args.listen)
         host, port = args.target
         print(
-            f"Recording: {gateway.url} -> http://{host}:{port}, writing {args.out}; "
-            "Ctrl-C stops.",
+            f"Recording: {gateway.url} -> http://{host}:{port}, writing {args.out}; Ctrl-C stops.",
             flush=True,
         )
         stop = asyncio.Event()

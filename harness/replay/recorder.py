@@ -38,7 +38,7 @@ class RecordingWriter:
         self.count = 0
         # The gateway calls from its event loop thread, a demo may stop from the main thread.
         self._lock = threading.Lock()
-        self._file: TextIO | None = open(self.path, "w", encoding="utf-8")  # noqa: SIM115
+        self._file: TextIO | None = open(self.path, "w", encoding="utf-8", newline="\n")  # noqa: SIM115
         self._write_line(dumps_line(header_line(source, redacted=not keep_secrets)))
 
     def write(self, exchange: Exchange) -> None:
@@ -64,7 +64,10 @@ class RecordingWriter:
         return self
 
     def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
     ) -> None:
         self.close()
 
@@ -73,14 +76,18 @@ def from_gateway(request: Request, answer: Answer, timing: Timing) -> Exchange:
     """What the gateway saw: the client's request as sent and the answer it was given."""
     path, sep, query = request.target.partition("?")
     return Exchange(
-        RecordedRequest(request.method, path, query if sep else None, request.headers, request.body),
+        RecordedRequest(
+            request.method, path, query if sep else None, request.headers, request.body
+        ),
         RecordedAnswer(answer.status, answer.headers, answer.body),
         started=timing.started,
         duration_ms=timing.total_ms,
     )
 
 
-def recording_hook(writer: RecordingWriter, *, sources: frozenset[str] | None = None) -> ExchangeHook:
+def recording_hook(
+    writer: RecordingWriter, *, sources: frozenset[str] | None = None
+) -> ExchangeHook:
     """An ``on_exchange`` hook writing every exchange (only answers from ``sources``, if given)."""
 
     def hook(request: Request, answer: Answer, timing: Timing) -> None:

@@ -58,7 +58,7 @@ def redact(exchange: Exchange) -> Exchange:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Restored:
-    """A request ready to send: secrets put back where given, the other redacted headers left out."""
+    """A request ready to send: secrets put back where given, other redacted headers left out."""
 
     target: str
     headers: tuple[tuple[str, str], ...]

@@ -47,7 +47,9 @@ class HTTPSender:
         if not any(n.lower() == "host" for n, _ in headers):
             headers = (("Host", f"{self.host}:{self.port}"), *headers)
         try:
-            return await asyncio.wait_for(self._exchange(method, target, headers, body), self.timeout_s)
+            return await asyncio.wait_for(
+                self._exchange(method, target, headers, body), self.timeout_s
+            )
         except TimeoutError:
             raise SendError(f"no answer within {self.timeout_s:g} s") from None
         except (OSError, EOFError, HTTPError, asyncio.IncompleteReadError) as exc:
