@@ -43,11 +43,11 @@ RUN set -eux; \
 # RPATH above still finds libpython; `--copies` would break that.
 RUN /opt/python/bin/python3.11 -m venv /opt/kafkaupstream
 COPY . /src
-# --only-binary: a platform without a confluent-kafka wheel must fail here, loudly, rather than
-# try to compile librdkafka in an image that has no compiler. pip and setuptools are not needed
-# at run time.
+# --only-binary: a platform without a confluent-kafka (or uvloop) wheel must fail here, loudly,
+# rather than try to compile librdkafka (or libuv) in an image that has no compiler. pip and
+# setuptools are not needed at run time.
 RUN set -eux; \
-    /opt/kafkaupstream/bin/pip install --only-binary=confluent-kafka /src; \
+    /opt/kafkaupstream/bin/pip install --only-binary=confluent-kafka,uvloop /src; \
     /opt/kafkaupstream/bin/pip uninstall -y pip setuptools; \
     /opt/kafkaupstream/bin/kafkaupstream --version
 

@@ -124,6 +124,13 @@ class Plugin(ABC):
         so one bad route never affects another.
         """
 
+    def prepare_conf(self, value: str, key: str) -> Any:
+        """What the server calls at PrepareConf; ``key`` is APISIX's ``route#<id>#<plugin>#<v>``.
+
+        The default ignores the key, so a plugin that only defines :meth:`prepare` keeps working.
+        """
+        return self.prepare(value)
+
     @abstractmethod
     async def handle(self, state: Any, request: HTTPRequest) -> Answer | None:
         """Answer the request (Stop) or return None to let the next plugin / upstream have it."""

@@ -54,10 +54,25 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument(
         "--workers",
-        type=_worker_count,
+        type=_at_least_one,
         default=os.cpu_count() or 1,
         help="worker processes accepting on the one socket, sharing the conf tokens (default: "
         "the number of CPUs, %(default)s here); 1 = a single process, no fork",
+    )
+    run.add_argument(
+        "--max-in-flight",
+        type=_at_least_one,
+        default=None,
+        metavar="N",
+        help="requests each worker serves at once; more get 503 backpressure with Retry-After "
+        "before their body is read (default: KAFKAUPSTREAM_MAX_IN_FLIGHT, else 10000)",
+    )
+    run.add_argument(
+        "--metrics-listen",
+        default=os.environ.get("KAFKAUPSTREAM_METRICS_LISTEN", ""),
+        metavar="HOST:PORT",
+        help="serve Prometheus /metrics, /health and /ready for the whole runner on this TCP "
+        "address (default: KAFKAUPSTREAM_METRICS_LISTEN, else off)",
     )
     run.set_defaults(func=_cmd_run)
 
@@ -96,7 +111,7 @@ def _cmd_check_config(args: argparse.Namespace) -> int:
     )
 
 
-def _worker_count(value: str) -> int:
+def _at_least_one(value: str) -> int:
     try:
         count = int(value)
     except ValueError:
@@ -119,6 +134,12 @@ def _cmd_run(args: argparse.Namespace) -> int:
             shutdown_timeout_s=args.shutdown_timeout,
             test_plugins=args.test_plugins,
             workers=args.workers,
+            max_in_flight=(
+                args.max_in_flight
+                if args.max_in_flight is not None
+                else os.environ.get("KAFKAUPSTREAM_MAX_IN_FLIGHT")
+            ),
+            metrics_listen=args.metrics_listen,
         )
     except ValueError as exc:
         log.error("event=bad_environment cause=%r", str(exc))

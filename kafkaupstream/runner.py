@@ -3,20 +3,48 @@
 ``--workers 1`` is one process serving the socket itself (no fork). With more, the process APISIX
 spawned becomes a supervisor that forks the workers (``server/supervisor.py``); each worker
 builds its own plugins, so producers and their threads are created after the fork.
+
+``--metrics-listen`` makes a private metrics directory before any fork and removes it at exit
+(``observability/``); the parent (or the single process) serves the HTTP endpoint.
 """
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import logging
+import os
+import time
 from dataclasses import dataclass
 
 from kafkaupstream.api import Plugin
 from kafkaupstream.builtin import StopPlugin
-from kafkaupstream.server import RunnerServer, ServerSettings, Supervisor, parse_listen_address
+from kafkaupstream.observability import (
+    Address,
+    MetricsDir,
+    MetricsSetup,
+    RunnerStatus,
+    Telemetry,
+    WorkerState,
+    parse_address,
+)
+from kafkaupstream.server import (
+    ConfTokenRegistry,
+    RunnerServer,
+    ServerSettings,
+    Supervisor,
+    eventloop,
+    parse_listen_address,
+)
+from kafkaupstream.server.confs import ConfList, LocalTokenStore
 
 log = logging.getLogger(__name__)
+
+#: Requests one worker lets past the body fetch at once (``--max-in-flight``). Normal traffic
+#: holds throughput x latency (5,000 req/s x 10 ms = 50); only a stalled broker piles requests
+#: up (each for up to ``timeout_ms``). 10,000 lets a worker ride out a stall of its sync routes
+#: at 2,000 req/s for the default 5 s timeout, yet bounds what waiting requests hold to 10,000
+#: bodies; lower it when bodies are large.
+DEFAULT_MAX_IN_FLIGHT = 10_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,6 +53,10 @@ class RunnerOptions:
     test_plugins: bool = False
     #: Processes accepting on the socket; 1 = this process alone, no fork.
     workers: int = 1
+    #: Requests each worker serves at once past the body fetch; more are answered 503.
+    max_in_flight: int = DEFAULT_MAX_IN_FLIGHT
+    #: Where ``/metrics``, ``/health`` and ``/ready`` are served; None: no metrics at all.
+    metrics_listen: Address | None = None
 
     @classmethod
     def from_environment(
@@ -35,8 +67,15 @@ class RunnerOptions:
         shutdown_timeout_s: float,
         test_plugins: bool = False,
         workers: int = 1,
+        max_in_flight: int | str | None = None,
+        metrics_listen: str | None = None,
     ) -> RunnerOptions:
-        """Validate what APISIX put in the environment; raises ValueError naming the variable."""
+        """Validate what APISIX put in the environment; raises ValueError naming the variable.
+
+        ``max_in_flight`` is ``--max-in-flight`` (an int), ``KAFKAUPSTREAM_MAX_IN_FLIGHT`` (its
+        text) or None for :data:`DEFAULT_MAX_IN_FLIGHT`. ``metrics_listen`` is ``HOST:PORT``
+        (``--metrics-listen`` or ``KAFKAUPSTREAM_METRICS_LISTEN``), empty or None for none.
+        """
         if not listen:
             raise ValueError("APISIX_LISTEN_ADDRESS is not set (APISIX sets it when it spawns us)")
         path = parse_listen_address(listen)
@@ -58,14 +97,49 @@ class RunnerOptions:
             ),
             test_plugins=test_plugins,
             workers=workers,
+            max_in_flight=_max_in_flight(max_in_flight),
+            metrics_listen=_metrics_listen(metrics_listen),
         )
 
 
-def build_plugins(options: RunnerOptions) -> list[Plugin]:
-    """The plugins this runner serves, by conf name."""
+def _metrics_listen(value: str | None) -> Address | None:
+    if not value:
+        return None
+    try:
+        return parse_address(value)
+    except ValueError as exc:
+        raise ValueError(f"--metrics-listen / KAFKAUPSTREAM_METRICS_LISTEN: {exc}") from None
+
+
+def _max_in_flight(value: int | str | None) -> int:
+    if value is None:
+        return DEFAULT_MAX_IN_FLIGHT
+    if isinstance(value, str):
+        try:
+            value = int(value)
+        except ValueError:
+            raise ValueError(
+                f"KAFKAUPSTREAM_MAX_IN_FLIGHT must be a whole number, got {value!r}"
+            ) from None
+        if value < 1:
+            raise ValueError(f"KAFKAUPSTREAM_MAX_IN_FLIGHT must be at least 1, got {value}")
+    elif value < 1:
+        raise ValueError(f"--max-in-flight must be at least 1, got {value}")
+    return value
+
+
+def build_plugins(options: RunnerOptions, metrics: MetricsSetup | None = None) -> list[Plugin]:
+    """The plugins this runner serves, by conf name (called in each worker, after the fork)."""
     from kafkaupstream.plugin.kafka_plugin import KafkaUpstreamPlugin
 
-    plugins: list[Plugin] = [KafkaUpstreamPlugin()]
+    if metrics is None:
+        kafka = KafkaUpstreamPlugin(max_in_flight=options.max_in_flight)
+    else:
+        telemetry = Telemetry(metrics.directory)
+        kafka = KafkaUpstreamPlugin(
+            telemetry.pool_factory, max_in_flight=options.max_in_flight, telemetry=telemetry
+        )
+    plugins: list[Plugin] = [kafka]
     if options.test_plugins:
         plugins.append(StopPlugin())
     return plugins
@@ -73,19 +147,62 @@ def build_plugins(options: RunnerOptions) -> list[Plugin]:
 
 def serve(options: RunnerOptions) -> int:
     """The ``run`` command: serve until SIGTERM/SIGINT; exit code 0 after an orderly shutdown."""
+    if options.metrics_listen is None:
+        return _serve(options, None)
+    # Before any fork: every worker must inherit the directory and prometheus_client's mode.
+    metrics = MetricsSetup(options.metrics_listen, MetricsDir.create())
+    try:
+        return _serve(options, metrics)
+    finally:
+        metrics.directory.remove()
+
+
+def _serve(options: RunnerOptions, metrics: MetricsSetup | None) -> int:
     if options.workers == 1:
-        return asyncio.run(run_runner(options))
-    make_plugins = functools.partial(build_plugins, options)
-    return Supervisor(options.settings, options.workers, make_plugins).run()
+        return eventloop.run(run_runner(options, metrics))
+    make_plugins = functools.partial(build_plugins, options, metrics)
+    return Supervisor(options.settings, options.workers, make_plugins, metrics=metrics).run()
 
 
-async def run_runner(options: RunnerOptions) -> int:
+async def run_runner(options: RunnerOptions, metrics: MetricsSetup | None = None) -> int:
     """The single-process runner (``--workers 1``)."""
-    server = RunnerServer(options.settings, build_plugins(options))
+    registry: ConfTokenRegistry[ConfList] = ConfTokenRegistry(options.settings.conf_expire_s)
+    server = RunnerServer(
+        options.settings, build_plugins(options, metrics), LocalTokenStore(registry)
+    )
     try:
         await server.start()
     except OSError as exc:
         log.error("event=cannot_listen path=%s cause=%r", options.settings.socket_path, str(exc))
         return 1
+    http = None
+    if metrics is not None:
+        from kafkaupstream.observability.aioserver import AsyncHttpServer
+        from kafkaupstream.observability.endpoint import Endpoint
+
+        endpoint = Endpoint(metrics.directory, _SingleProcess(server, registry))
+        http = AsyncHttpServer(metrics.address, endpoint.respond)
+        http.start()
     await server.serve_until_stopped()
+    if http is not None:
+        await http.close()
     return 0
+
+
+class _SingleProcess:
+    """The runner state ``/ready`` and ``/health`` see with ``--workers 1``: this process."""
+
+    def __init__(self, server: RunnerServer, registry: ConfTokenRegistry[ConfList]) -> None:
+        self._server = server
+        self._registry = registry
+        self._started_at = time.time()
+
+    def runner_status(self) -> RunnerStatus:
+        accepting = not self._server.state.shutting_down
+        return RunnerStatus(
+            expected_workers=1,
+            workers=(WorkerState(os.getpid(), self._started_at, accepting),),
+            listening=accepting,
+            conf_tokens=len(self._registry),
+            worker_restarts=0,
+        )

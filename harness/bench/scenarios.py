@@ -30,6 +30,8 @@ class Settings:
     duration: float
     warmup: float
     connections: int = 16
+    #: The sync scenario waits on the broker for every request: it needs more in flight.
+    sync_connections: int = 64
     body_size: int = 1024
 
 

@@ -18,7 +18,7 @@ from typing import Protocol, TextIO
 from harness.load.bodies import BodyTemplate
 from harness.load.http import HTTPClient
 from harness.load.rpc import RPC_FAILED_STATUS, ConfTokens, RouteConf, RPCClient, RPCFailure
-from harness.load.stats import CPUWatch, Recorder
+from harness.load.stats import ACCEPTED, CPUWatch, Recorder
 
 #: Event-loop timers have millisecond resolution (uvloop may fire ~1 ms early, asyncio ~1 ms
 #: late), so fixed-rate sends aim this much early instead of spinning; an early send is timed
@@ -198,9 +198,8 @@ async def _watchdog(workers: list[_Worker], timeout: float) -> None:
 
 
 async def _progress(out: TextIO, schedule: _Schedule, rec: Recorder, options: LoadOptions) -> None:
-    """One status line, rewritten twice a second."""
+    """One status line, rewritten twice a second: a bar (by time or by count), rate, failures."""
     last_count, last_time = 0, time.perf_counter()
-    width = 24
     while True:
         await asyncio.sleep(0.5)
         now = time.perf_counter()
@@ -209,12 +208,20 @@ async def _progress(out: TextIO, schedule: _Schedule, rec: Recorder, options: Lo
         if now < schedule.measure_start:
             phase = f"warm-up {schedule.measure_start - now:4.1f}s left"
         elif options.duration:
-            done = min(1.0, (now - schedule.measure_start) / options.duration)
-            phase = "[" + "#" * int(done * width) + "." * (width - int(done * width)) + "]"
+            elapsed = now - schedule.measure_start
+            phase = f"{_bar(elapsed / options.duration)} {elapsed:5.1f}/{options.duration:g}s "
+            phase += f"{rec.measured:>10,} measured"
         else:
-            phase = f"{rec.measured:,}/{options.requests:,}"
-        errors = sum(rec.failures.values())
+            limit = options.requests or 1
+            phase = f"{_bar(rec.measured / limit)} {rec.measured:>10,}/{limit:,} measured"
+        rejected = sum(n for status, n in rec.statuses.items() if status not in ACCEPTED)
         out.write(
-            f"\r\x1b[2K{phase} {rec.measured:>10,} measured {rate:>9,.0f} req/s {errors:,} failed"
+            f"\r\x1b[2K{phase} {rate:>9,.0f} req/s {rejected:,} not 2xx "
+            f"({sum(rec.failures.values()):,} RPC failures)"
         )
         out.flush()
+
+
+def _bar(done: float, width: int = 24) -> str:
+    filled = int(min(1.0, max(0.0, done)) * width)
+    return f"[{'#' * filled}{'.' * (width - filled)}] {min(1.0, done):4.0%}"

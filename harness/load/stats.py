@@ -100,14 +100,45 @@ class Recorder:
 
 
 def process_cpu_seconds(pid: int) -> float | None:
-    """utime + stime of a process (all its threads) from /proc; None where /proc has no answer."""
+    """utime + stime of a process and its live descendants (all threads), from /proc.
+
+    Descendants count because a multi-worker runner's workers are its children, and a child's
+    time reaches its parent's counters only once it has exited. None where /proc has no answer.
+    """
+    own = _stat_cpu_seconds(pid)
+    if own is None:
+        return None
+    return own + sum(_stat_cpu_seconds(child) or 0.0 for child in _descendants(pid))
+
+
+def _stat_fields(pid: int) -> list[bytes] | None:
+    """The fields of /proc/PID/stat after the command name, or None."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as f:
             stat = f.read()
     except OSError:
         return None
-    fields = stat[stat.rindex(b")") + 2 :].split()
+    return stat[stat.rindex(b")") + 2 :].split()
+
+
+def _stat_cpu_seconds(pid: int) -> float | None:
+    fields = _stat_fields(pid)
+    if fields is None:
+        return None
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _descendants(pid: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for name in os.listdir("/proc"):
+        if name.isdigit() and (fields := _stat_fields(int(name))) is not None:
+            children.setdefault(int(fields[1]), []).append(int(name))
+    found, todo = [], list(children.get(pid, ()))
+    while todo:
+        child = todo.pop()
+        found.append(child)
+        todo.extend(children.get(child, ()))
+    return found
 
 
 def system_cpu_seconds() -> tuple[float, float] | None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+from json.encoder import encode_basestring_ascii
 
 from kafkaupstream.api import Answer
 from kafkaupstream.producers import (
@@ -21,6 +22,12 @@ from kafkaupstream.producers import (
 )
 
 _JSON = ("Content-Type", "application/json")
+_JSON_ONLY = (_JSON,)
+
+
+def _quoted(text: str) -> bytes:
+    """A JSON string literal for ``text``, as json.dumps writes it (ASCII only)."""
+    return encode_basestring_ascii(text).encode()
 
 
 class RequestError(Exception):
@@ -60,14 +67,18 @@ def route_config_invalid(field: str, reason: str) -> Answer:
 
 def outcome_answer(outcome: DeliveryOutcome, timeout_ms: int) -> Answer:
     """The answer for what the producer made of the record."""
+    # The answers of every request are formatted directly: json.dumps of a dict costs more than
+    # the rest of the answer. The bytes are json.dumps's (ensure_ascii, ", " and ": ").
     if isinstance(outcome, Delivered):
-        body = json.dumps(
-            {"topic": outcome.topic, "partition": outcome.partition, "offset": outcome.offset}
+        body = b'{"topic": %s, "partition": %d, "offset": %d}' % (
+            _quoted(outcome.topic),
+            outcome.partition,
+            outcome.offset,
         )
-        return Answer(200, body.encode(), (_JSON,))
+        return Answer(200, body, _JSON_ONLY)
     if isinstance(outcome, Queued):
         return Answer(
-            202, json.dumps({"topic": outcome.topic, "status": "queued"}).encode(), (_JSON,)
+            202, b'{"topic": %s, "status": "queued"}' % _quoted(outcome.topic), _JSON_ONLY
         )
     if isinstance(outcome, Backpressure):
         return error_answer(
@@ -84,6 +95,12 @@ def outcome_answer(outcome: DeliveryOutcome, timeout_ms: int) -> Answer:
             "delivered, so a retry may duplicate it",
         )
     if isinstance(outcome, Failed):
+        if outcome.error_name == "MSG_SIZE_TOO_LARGE":  # retrying cannot help: not a 503
+            return error_answer(
+                413,
+                "body_too_large",
+                "the record (body, key and headers) exceeds the producer's message.max.bytes",
+            )
         if outcome.kind is FailureKind.UNKNOWN_TOPIC_OR_PARTITION:
             return error_answer(
                 404,

@@ -28,9 +28,9 @@ DEFAULT_MAX_BODY_BYTES = 1_048_576
 #: A request body reaches the runner in one ExtraInfo frame, whose payload is at most this.
 MAX_BODY_LIMIT = 16_777_215
 #: Kafka's rule for topic names (legal characters, at most 249 of them, not "." or "..").
-_TOPIC_NAME = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
+_TOPIC_NAME = re.compile(r"^[A-Za-z0-9._-]{1,249}\Z")
 #: RFC 9110 token characters: what an HTTP header name may contain.
-_HEADER_TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]*$")
+_HEADER_TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]*\Z")
 _BOOTSTRAP_PROPERTIES = ("bootstrap.servers", "metadata.broker.list")
 _GLOB_MAGIC = re.compile(r"[*?[]")
 #: Credentials a glob never forwards into Kafka; an entry naming one exactly still does.
@@ -114,6 +114,13 @@ def parse_route_config(value: str) -> RouteConfig:
     Raises :class:`RouteConfigError`. librdkafka checks the producer properties here, without
     connecting to anything, so a typo fails at PrepareConf rather than at the first request.
     """
+    try:
+        return _parse_route_config(value)
+    except RecursionError:  # JSON nested ~1000 deep, in the value or a jsonkey literal
+        raise RouteConfigError("value", "nested too deeply") from None
+
+
+def _parse_route_config(value: str) -> RouteConfig:
     fields = _fields(value)
     raw_producer_config = fields.pop("config", None)
     parsers: dict[str, Callable[[str, Any], Any]] = {

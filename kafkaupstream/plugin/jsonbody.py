@@ -18,7 +18,7 @@ from itertools import accumulate
 # typeshed does not declare the C accelerators below.
 from json.decoder import JSONDecodeError, scanstring  # type: ignore[attr-defined]
 from json.scanner import c_make_scanner  # type: ignore[attr-defined]
-from typing import Any
+from typing import Any, Final
 
 __all__ = ["MAX_DEPTH", "InvalidJSON", "compact", "is_json_content_type", "parse"]
 
@@ -98,10 +98,14 @@ class _Hooks:
     object_pairs_hook: None = None
 
 
-# Validation only: numbers stay strings, so no float conversion and no integer digit limit.
-_VALIDATE = _Hooks(parse_int=str, parse_float=str)
-_PARSE = _Hooks()
-_PARSE_BIG = _Hooks(parse_int=_big_int)
+# One C scanner per set of hooks, made once (making one costs as much as scanning 300 bytes).
+# Its only state is a memo that interns object keys, emptied at the end of every call (failing
+# ones too); two threads scanning at once (large bodies are compacted on a thread) could at worst
+# share interned keys, which changes no result. Validation only: numbers stay strings (no float
+# conversion, no integer digit limit).
+_VALIDATE: Final[_ScanOnce] = c_make_scanner(_Hooks(parse_int=str, parse_float=str))
+_PARSE: Final[_ScanOnce] = c_make_scanner(_Hooks())
+_PARSE_BIG: Final[_ScanOnce] = c_make_scanner(_Hooks(parse_int=_big_int))
 
 
 def _skip(text: str, i: int) -> int:
@@ -241,7 +245,7 @@ def _scan(text: str, scan_once: _ScanOnce, reach: int) -> Any:
             value, i = container, i + 1
 
 
-def _decode(data: bytes, hooks: _Hooks) -> Any:
+def _decode(data: bytes, scan_once: _ScanOnce) -> Any:
     """Run the C scanner with Go's rules; every failure becomes InvalidJSON.
 
     Differences handled: bytes are decoded as UTF-8 with surrogateescape (Go never checks UTF-8;
@@ -253,7 +257,7 @@ def _decode(data: bytes, hooks: _Hooks) -> Any:
     if reach > MAX_DEPTH and not _too_deep(data):
         reach = 0  # nesting is known to be within MAX_DEPTH: the C scanner may parse anything
     try:
-        return _scan(text, c_make_scanner(hooks), reach)  # one scanner per call: it has a memo
+        return _scan(text, scan_once, reach)
     except JSONDecodeError as err:
         offset = len(text[: err.pos].encode("utf-8", "surrogateescape"))
         reason = err.msg.removesuffix(" at").removesuffix(" starting")
@@ -291,4 +295,6 @@ def is_json_content_type(content_type: str | None) -> bool:
     ``text/json``, ``application/jsonl``, ``application/json-seq`` and the like are not JSON
     bodies under the contract and are produced unchanged.
     """
+    if content_type == "application/json":  # what nearly every JSON request sends
+        return True
     return content_type is not None and _JSON_MEDIA_TYPE.fullmatch(content_type) is not None

@@ -4,21 +4,40 @@ PrepareConf validates the route's configuration once; each request then goes hea
 (refused before its body is fetched when it cannot be served), body second, then to the
 producer shared by every route with the same producer config, and the delivery outcome becomes
 the HTTP answer. The plugin answers every request itself, so the route needs no upstream.
+
+Requests between their body fetch and their answer are counted: over ``max_in_flight`` a request
+is answered ``503 backpressure`` before its body is fetched, so a stalled broker costs quick
+refusals instead of memory for bodies that wait on delivery reports.
+
+With telemetry (``--metrics-listen``) every answer is counted once, by route, status and error
+code; the route is the APISIX route id from the PrepareConf key (``prepare_conf``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from kafkaupstream.api import Answer, HTTPRequest, Plugin
+from kafkaupstream.observability.labels import UNKNOWN, route_label
 from kafkaupstream.plugin.answers import RequestError, error_answer, outcome_answer
 from kafkaupstream.plugin.answers import route_config_invalid as config_invalid_answer
 from kafkaupstream.plugin.config import RouteConfig, RouteConfigError, parse_route_config
 from kafkaupstream.plugin.record import build_record, route_request
-from kafkaupstream.producers import ProducerClosedError, ProducerConfigError, ProducerPool
+from kafkaupstream.producers import (
+    Backpressure,
+    DeliveryOutcome,
+    ProducerClosedError,
+    ProducerConfigError,
+    ProducerPool,
+)
+
+if TYPE_CHECKING:
+    from kafkaupstream.observability import Telemetry
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +49,31 @@ _OFF_LOOP_BYTES = 256 * 1024
 _SHUTTING_DOWN = error_answer(
     503, "kafka_unavailable", "the runner is shutting down; retry", (("Retry-After", "1"),)
 )
+_TOO_MANY_IN_FLIGHT = error_answer(
+    503,
+    "backpressure",
+    "too many requests are waiting on Kafka in this runner worker; retry after the delay in "
+    "Retry-After",
+    (("Retry-After", "1"),),
+)
+#: Refusals over the in-flight cap are logged at most this often (with a count), not per request.
+_CAP_LOG_INTERVAL_S = 5.0
+#: The error code of an outcome's answer, by its status (``answers.outcome_answer``'s table);
+#: a 503 is ``backpressure`` when the outcome is :class:`Backpressure`.
+_OUTCOME_ERRORS = {
+    404: "unknown_topic_or_partition",
+    413: "body_too_large",
+    503: "kafka_unavailable",
+    504: "delivery_timeout",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class RoutePrepared:
+    """A route's conf as ``prepare_conf`` keeps it: the parsed conf and its metrics label."""
+
+    conf: RouteConfig | RouteConfigError
+    route: str
 
 
 class KafkaUpstreamPlugin(Plugin):
@@ -37,9 +81,28 @@ class KafkaUpstreamPlugin(Plugin):
 
     name = "kafkaupstream"
 
-    def __init__(self, pool_factory: Callable[[], ProducerPool] = ProducerPool) -> None:
+    def __init__(
+        self,
+        pool_factory: Callable[[], ProducerPool] = ProducerPool,
+        *,
+        max_in_flight: int | None = None,
+        telemetry: Telemetry | None = None,
+    ) -> None:
+        """``max_in_flight``: requests let past the body fetch at once (None: no cap).
+
+        ``telemetry``: counts answers here; its pool factory should be ``pool_factory``, so that
+        delivery reports are counted too.
+        """
+        if max_in_flight is not None and max_in_flight < 1:
+            raise ValueError("max_in_flight must be at least 1")
         self._pool_factory = pool_factory
+        self._telemetry = telemetry
+        self._recorder = telemetry.recorder if telemetry is not None else None
         self._pool: ProducerPool | None = None
+        self._max_in_flight = max_in_flight
+        self._in_flight = 0
+        self._over_cap = 0
+        self._next_cap_log = 0.0
 
     @property
     def pool(self) -> ProducerPool:
@@ -48,6 +111,19 @@ class KafkaUpstreamPlugin(Plugin):
         if self._pool is None:
             self._pool = self._pool_factory()
         return self._pool
+
+    @property
+    def producer_pool(self) -> ProducerPool | None:
+        """The pool if a request created it already (for telemetry: never creates one)."""
+        return self._pool
+
+    @property
+    def in_flight(self) -> int:
+        """Requests between their body fetch and their answer now."""
+        return self._in_flight
+
+    def prepare_conf(self, value: str, key: str) -> RoutePrepared:
+        return RoutePrepared(self.prepare(value), route_label(key))
 
     def prepare(self, value: str) -> RouteConfig | RouteConfigError:
         try:
@@ -58,31 +134,92 @@ class KafkaUpstreamPlugin(Plugin):
             return exc
 
     async def handle(self, state: Any, request: HTTPRequest) -> Answer:
+        route = UNKNOWN
+        if type(state) is RoutePrepared:
+            route = state.route
+            state = state.conf
+        answer, error = await self._answer(state, request)
+        if self._recorder is not None:
+            self._recorder.request(route, answer.status, error)
+        return answer
+
+    async def _answer(
+        self, state: RouteConfig | RouteConfigError, request: HTTPRequest
+    ) -> tuple[Answer, str]:
+        """The answer and its error code (``""`` for 2xx)."""
         if isinstance(state, RouteConfigError):
-            return config_invalid_answer(state.field, state.reason)
+            return config_invalid_answer(state.field, state.reason), "route_config_invalid"
         config: RouteConfig = state
         try:
             routing = route_request(config, request.headers)
-            body = await request.body()
-            if len(body) > _OFF_LOOP_BYTES:
-                record = await asyncio.to_thread(build_record, config, routing, body)
-            else:
-                record = build_record(config, routing, body)
         except RequestError as exc:
             log.debug("event=request_refused status=%d error=%s", exc.status, exc.code)
-            return exc.answer()
+            return exc.answer(), exc.code
+        if self._max_in_flight is not None and self._in_flight >= self._max_in_flight:
+            self._refuse_over_cap()
+            return _TOO_MANY_IN_FLIGHT, "backpressure"
+        # Counted from before the body fetch to the answer: what a request holds meanwhile
+        # (its body, its record, a wait on the delivery report) is what the cap bounds.
+        self._in_flight += 1
         try:
-            producer = self.pool.get_canonical(config.producer_config)
-            outcome = await producer.produce(
-                record, wait=config.sync, timeout=config.timeout_ms / 1000
+            try:
+                body = await request.body()
+                if len(body) > _OFF_LOOP_BYTES:
+                    record = await asyncio.to_thread(build_record, config, routing, body)
+                else:
+                    record = build_record(config, routing, body)
+            except RequestError as exc:
+                log.debug("event=request_refused status=%d error=%s", exc.status, exc.code)
+                return exc.answer(), exc.code
+            try:
+                producer = self.pool.get_canonical(config.producer_config)
+                outcome = await producer.produce(
+                    record, wait=config.sync, timeout=config.timeout_ms / 1000
+                )
+            except ProducerConfigError as exc:
+                log.error("event=producer_refused cause=%r", str(exc))
+                answer = config_invalid_answer(
+                    "config", "librdkafka refused it (see the runner log)"
+                )
+                return answer, "route_config_invalid"
+            except ProducerClosedError:
+                return _SHUTTING_DOWN, "kafka_unavailable"
+            answer = outcome_answer(outcome, config.timeout_ms)
+            return answer, self._outcome_error(outcome, answer.status)
+        finally:
+            self._in_flight -= 1
+
+    def _outcome_error(self, outcome: DeliveryOutcome, status: int) -> str:
+        if type(outcome) is Backpressure:
+            if self._recorder is not None:
+                self._recorder.refused("queue_full")
+            return "backpressure"
+        return _OUTCOME_ERRORS.get(status, "")
+
+    def _refuse_over_cap(self) -> None:
+        # One warning per interval with the number refused since the last one, not one per
+        # request: under a broker stall that could be thousands a second.
+        if self._recorder is not None:
+            self._recorder.refused("in_flight_cap")
+        self._over_cap += 1
+        now = time.monotonic()
+        if now >= self._next_cap_log:
+            log.warning(
+                "event=in_flight_cap_reached max_in_flight=%d refused=%d",
+                self._max_in_flight,
+                self._over_cap,
             )
-        except ProducerConfigError as exc:
-            log.error("event=producer_refused cause=%r", str(exc))
-            return config_invalid_answer("config", "librdkafka refused it (see the runner log)")
-        except ProducerClosedError:
-            return _SHUTTING_DOWN
-        return outcome_answer(outcome, config.timeout_ms)
+            self._over_cap = 0
+            self._next_cap_log = now + _CAP_LOG_INTERVAL_S
+
+    async def start(self) -> None:
+        if self._telemetry is not None:
+            self._telemetry.start(self)
 
     async def close(self, timeout: float) -> None:
+        if self._telemetry is not None:
+            await self._telemetry.stop()
         if self._pool is not None:
             await self._pool.close(timeout)
+        if self._telemetry is not None:
+            self._telemetry.close()

@@ -16,13 +16,15 @@ from dataclasses import dataclass
 from decimal import Decimal
 from fnmatch import fnmatchcase
 
+from jmespath.exceptions import JMESPathError
+
 from kafkaupstream.plugin.answers import RequestError, bad_header
 from kafkaupstream.plugin.config import RouteConfig, is_legal_topic
 from kafkaupstream.plugin.jsonbody import InvalidJSON, compact, is_json_content_type, parse
 from kafkaupstream.producers import KafkaRecord
 from kafkaupstream.protocol import Entries
 
-_PARTITION = re.compile(r"^-?[0-9]{1,10}$")
+_PARTITION = re.compile(r"^-?[0-9]{1,10}\Z")
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,25 +40,34 @@ class Routing:
 
 def route_request(config: RouteConfig, headers: Entries) -> Routing:
     """Apply the header half of the precedence rules; raises :class:`RequestError`."""
-    control = {config.topic_header: "", config.partition_header: "", config.key_header: ""}
+    # Runs for every request: the control names are properties (formatted on each access) and
+    # most routes forward no headers, so both are looked up once here.
+    topic_header, partition_header, key_header = (
+        config.topic_header,
+        config.partition_header,
+        config.key_header,
+    )
+    forwards = config.forwards if config.forward_headers else None
     found: dict[str, str] = {}
     content_type: str | None = None
     forwarded: list[tuple[str, bytes]] = []
     for entry in headers:
         name = entry.name.lower()
         value = entry.value or ""
-        if name in control:
-            if name in found and found[name] != value:
+        if name in (topic_header, partition_header, key_header):
+            if found.get(name, value) != value:
                 raise bad_header(name, "is given more than once with different values")
             found[name] = value
-        elif config.forwards(name):
+        elif forwards is not None and forwards(name) and _is_utf8(name):
+            # A Kafka header key is UTF-8 text; confluent-kafka crashes (SIGSEGV) on any other.
             forwarded.append((name, _raw(value)))
         if name == "content-type" and content_type is None:
             content_type = value
+    header_key = found.get(key_header)
     return Routing(
-        topic=_topic(config, found.get(config.topic_header)),
-        partition=_partition(config, found.get(config.partition_header)),
-        header_key=_raw(found[config.key_header]) if found.get(config.key_header) else None,
+        topic=_topic(config, found.get(topic_header)),
+        partition=_partition(config, found.get(partition_header)),
+        header_key=_raw(header_key) if header_key else None,
         json_body=is_json_content_type(content_type),
         record_headers=tuple(forwarded),
     )
@@ -120,7 +131,14 @@ def _partition(config: RouteConfig, header: str | None) -> int:
 
 def _json_key(config: RouteConfig, value: bytes) -> bytes:
     assert config.jsonkey is not None
-    found = config.jsonkey.search(parse(value))
+    try:
+        found = config.jsonkey.search(parse(value))
+    except (JMESPathError, RecursionError):  # e.g. abs() of a string: a fault of the body
+        raise RequestError(
+            422,
+            "key_not_found",
+            f"jsonkey {config.jsonkey_source!r} cannot be evaluated on this body",
+        ) from None
     if found is None:
         raise RequestError(
             422,
@@ -148,6 +166,14 @@ def key_text(found: object) -> str:
     if isinstance(found, float):
         return format(Decimal(repr(found)).normalize(), "f")
     return json.dumps(found, ensure_ascii=False, separators=(",", ":"))
+
+
+def _is_utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # bytes that were not UTF-8 on the wire (surrogateescape)
+        return False
+    return True
 
 
 def _raw(text: str) -> bytes:

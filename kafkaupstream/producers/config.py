@@ -75,6 +75,17 @@ def _flatten(prefix: str, config: ProducerConfig, out: dict[str, str]) -> None:
         if full in out:
             raise ProducerConfigError(f"property {full!r} is given twice (nested and dotted)")
         out[full] = _as_text(full, value)
+        if not (_is_utf8(full) and _is_utf8(out[full])):
+            # confluent-kafka crashes the process (SIGSEGV) on such a name: refuse it here.
+            raise ProducerConfigError(f"property {full!r} is not valid UTF-8 (a lone surrogate)")
+
+
+def _is_utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _as_text(name: str, value: object) -> str:

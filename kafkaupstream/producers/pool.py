@@ -12,6 +12,7 @@ from confluent_kafka import Producer
 
 from kafkaupstream.producers.config import ConfigKey, ProducerConfig, canonical_config, redact
 from kafkaupstream.producers.pooled import (
+    DeliveryObserver,
     PooledProducer,
     ProducerClosedError,
     ProducerFactory,
@@ -19,6 +20,9 @@ from kafkaupstream.producers.pooled import (
 )
 
 _LOG = logging.getLogger(__name__)
+#: A dead producer (fatal error, fenced producer id) is replaced at most this often per config,
+#: so a broker that kills every new producer at once cannot make us churn clients per request.
+REPLACE_INTERVAL_S = 1.0
 
 
 class ProducerPool:
@@ -26,6 +30,9 @@ class ProducerPool:
 
     Routes with equal configs (in any order, nested or dotted, ``5`` or ``"5"``) share one
     producer; routes with different configs never do, and a producer's config never changes.
+    A producer whose client died (librdkafka's fatal errors, such as a broker that lost the
+    idempotent producer's state on restart) is replaced by a new one, so the runner recovers
+    without a restart of its own.
     """
 
     def __init__(
@@ -34,11 +41,21 @@ class ProducerPool:
         poll_interval: float = 0.05,
         retry_after_s: float = 1.0,
         factory: ProducerFactory = Producer,
+        observer: DeliveryObserver | None = None,
     ) -> None:
+        """``observer`` is handed to every producer (see :data:`DeliveryObserver`)."""
         self._poll_interval = poll_interval
         self._retry_after_s = retry_after_s
         self._factory = factory
         self._producers: dict[ConfigKey, PooledProducer] = {}
+        #: When each config's producer was made, to pace replacements.
+        self._made_at: dict[ConfigKey, float] = {}
+        #: Dead producers taken out of service; their poll threads purge and close them.
+        self._retired: list[PooledProducer] = []
+        self._created = 0
+        #: Producers replaced so far (for metrics).
+        self.replaced = 0
+        self._observer = observer
         # get() normally runs on the loop thread; the lock keeps a stray thread from racing it.
         self._lock = threading.Lock()
         self._closed = False
@@ -56,27 +73,53 @@ class ProducerPool:
         if self._closed:
             raise ProducerClosedError("the producer pool is closed")
         found = self._producers.get(key)
-        if found is not None:
+        if found is not None and found.dead is None:
             return found
         with self._lock:
             if self._closed:
                 raise ProducerClosedError("the producer pool is closed")
             found = self._producers.get(key)
-            if found is None:
-                found = PooledProducer(
-                    f"producer-{len(self._producers) + 1}",
-                    key,
-                    poll_interval=self._poll_interval,
-                    retry_after_s=self._retry_after_s,
-                    factory=self._factory,
-                )
-                self._producers[key] = found
-                _LOG.info(
-                    "event=producer_created producer=%s config=%s",
-                    found.name,
-                    json.dumps(redact(key), sort_keys=True),
-                )
+            if found is not None:
+                if found.dead is None or time.monotonic() < self._made_at[key] + REPLACE_INTERVAL_S:
+                    return found
+                self._retire(found)
+            found = self._create(key, replaces=found)
         return found
+
+    def _create(self, key: ConfigKey, *, replaces: PooledProducer | None) -> PooledProducer:
+        self._created += 1
+        made = PooledProducer(
+            f"producer-{self._created}",
+            key,
+            poll_interval=self._poll_interval,
+            retry_after_s=self._retry_after_s,
+            factory=self._factory,
+            observer=self._observer,
+        )
+        self._producers[key] = made
+        self._made_at[key] = time.monotonic()
+        if replaces is None:
+            _LOG.info(
+                "event=producer_created producer=%s config=%s",
+                made.name,
+                json.dumps(redact(key), sort_keys=True),
+            )
+        else:
+            self.replaced += 1
+            _LOG.warning(
+                "event=producer_replaced producer=%s new=%s cause=%s",
+                replaces.name,
+                made.name,
+                replaces.dead,
+            )
+        return made
+
+    def _retire(self, producer: PooledProducer) -> None:
+        # Its poll thread purges what the dead client still holds (waiting requests then answer
+        # kafka_unavailable) and closes it; close() joins it with the rest.
+        producer.stop_polling()
+        self._retired = [p for p in self._retired if not p.join(0)]
+        self._retired.append(producer)
 
     def __len__(self) -> int:
         return len(self._producers)
@@ -118,7 +161,7 @@ class ProducerPool:
             producer.stop_polling()
         # The poll threads are daemons and end within one poll interval on their own: wait for
         # them only with whatever budget is left.
-        await asyncio.to_thread(_join_all, producers, deadline)
+        await asyncio.to_thread(_join_all, (*producers, *self._retired), deadline)
         total = sum(lefts)
         _LOG.info(
             "event=producers_closed producers=%d left=%d seconds=%.3f",

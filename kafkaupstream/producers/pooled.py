@@ -1,14 +1,13 @@
 """One confluent-kafka Producer, its poll thread, and the bridge from delivery reports to asyncio.
 
 ``produce()`` runs on the event loop thread (it only appends to librdkafka's queue); a dedicated
-thread sits in ``Producer.poll()``, which releases the GIL while it waits, and hands each delivery
-report of a waiting request to its event loop with one ``call_soon_threadsafe``.
+thread sits in ``Producer.poll()``, which releases the GIL while it waits, and hands the delivery
+reports of waiting requests to their event loop a poll's batch at a time (``bridge.py``).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import threading
 import time
@@ -19,6 +18,7 @@ from typing import Any, TypeAlias
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
+from kafkaupstream.producers.bridge import ReportBridge
 from kafkaupstream.producers.config import ConfigKey, ProducerConfigError, scrub
 from kafkaupstream.producers.librdkafka_log import RateLimitedLog
 from kafkaupstream.producers.outcomes import (
@@ -37,8 +37,18 @@ _LOG = logging.getLogger(__name__)
 _DEFAULT_LOG_LEVEL = "4"
 #: Failed fire-and-forget deliveries are logged at most this often (with a count), not per record.
 _FAILURE_LOG_INTERVAL_S = 5.0
+#: Kept back from the shutdown flush for purging what is left and counting its reports.
+_PURGE_WAIT_S = 0.05
+#: Delivery errors after which this client can never produce again (its producer id is fenced or
+#: its epoch refused); with librdkafka's fatal errors they make the pool replace the producer.
+_DEAD_CLIENT_ERRORS = frozenset(
+    {KafkaError._FATAL, KafkaError.PRODUCER_FENCED, KafkaError.INVALID_PRODUCER_EPOCH}
+)
 
 ProducerFactory: TypeAlias = Callable[[dict[str, Any]], Producer]
+#: Told of every delivery report and every record refused at produce time, on whichever thread
+#: serves them: (topic, error or None, produce-to-report latency in seconds or None). Metrics.
+DeliveryObserver: TypeAlias = Callable[[str | None, KafkaError | None, float | None], None]
 
 
 class ProducerClosedError(RuntimeError):
@@ -64,19 +74,29 @@ class ProducerStats:
 class _ErrorTracker:
     """librdkafka's ``error_cb``; apart from the producer object so the two form no cycle."""
 
-    __slots__ = ("last", "name")
+    __slots__ = ("dead", "last", "name")
 
     def __init__(self, name: str) -> None:
         self.name = name
         self.last: str | None = None
+        #: Why the client can never produce again (a fatal error, a fenced producer id), or None.
+        self.dead: str | None = None
 
     def __call__(self, error: KafkaError) -> None:
         # librdkafka already logs transport errors through the logger; keep the last for health.
         self.last = error.name()
         if error.fatal():
-            _LOG.error("event=producer_fatal producer=%s error=%s", self.name, error.name())
+            self.mark_dead(error)
         else:
             _LOG.debug("event=producer_error producer=%s error=%s", self.name, error.name())
+
+    def mark_dead(self, error: KafkaError) -> None:
+        """Any thread: the first cause is kept and logged once; the pool replaces the producer."""
+        if self.dead is None:
+            self.dead = error.name()
+            _LOG.error(
+                "event=producer_fatal producer=%s error=%s action=replace", self.name, self.dead
+            )
 
 
 def _settle(future: asyncio.Future[DeliveryOutcome], outcome: DeliveryOutcome) -> None:
@@ -96,9 +116,11 @@ class PooledProducer:
         poll_interval: float = 0.05,
         retry_after_s: float = 1.0,
         factory: ProducerFactory = Producer,
+        observer: DeliveryObserver | None = None,
     ) -> None:
         self.name = name
         self._config = config
+        self._observer = observer
         self._poll_interval = poll_interval
         self._backpressure = Backpressure(retry_after_s)
         self._closed = False
@@ -112,6 +134,8 @@ class PooledProducer:
         self._errors = _ErrorTracker(name)
         self._unlogged_failures = 0
         self._next_failure_log = 0.0
+        # Hands delivery reports to the loop of the requests waiting for them (one per process).
+        self._bridge: ReportBridge | None = None
         settings: dict[str, Any] = dict(config)
         settings.setdefault("log_level", _DEFAULT_LOG_LEVEL)
         settings["logger"] = RateLimitedLog(name)
@@ -146,8 +170,11 @@ class PooledProducer:
             refused = self._produce(record, self._on_unwatched_delivery)
             return refused if refused is not None else Queued(record.topic)
         loop = asyncio.get_running_loop()
+        bridge = self._bridge
+        if bridge is None or bridge.loop is not loop:
+            bridge = self._bridge = ReportBridge(loop)
         future: asyncio.Future[DeliveryOutcome] = loop.create_future()
-        refused = self._produce(record, partial(self._on_watched_delivery, loop, future))
+        refused = self._produce(record, partial(self._on_watched_delivery, bridge, future))
         if refused is not None:
             return refused
         self._waiters += 1
@@ -175,6 +202,10 @@ class PooledProducer:
             return self._backpressure
         except KafkaException as exc:
             self._refused += 1
+            if self._observer is not None:
+                self._observer(record.topic, exc.args[0], None)
+            if exc.args[0].code() in _DEAD_CLIENT_ERRORS:
+                self._errors.mark_dead(exc.args[0])
             return failure(exc.args[0])
         return None
 
@@ -182,17 +213,21 @@ class PooledProducer:
 
     def _on_watched_delivery(
         self,
-        loop: asyncio.AbstractEventLoop,
+        bridge: ReportBridge,
         future: asyncio.Future[DeliveryOutcome],
         error: KafkaError | None,
         message: Message,
     ) -> None:
-        outcome = self._outcome(error, message)
-        # RuntimeError: the loop is closed, so nobody is waiting any more.
-        with contextlib.suppress(RuntimeError):
-            loop.call_soon_threadsafe(_settle, future, outcome)
+        if self._observer is not None:
+            self._observer(message.topic(), error, message.latency())
+        bridge.settle(future, self._outcome(error, message))
 
     def _on_unwatched_delivery(self, error: KafkaError | None, message: Message) -> None:
+        if self._observer is not None:
+            self._observer(message.topic(), error, message.latency())
+        if error is None:  # every queued record's report, on the poll thread: just count it
+            self._delivered += 1
+            return
         outcome = self._outcome(error, message)
         if isinstance(outcome, Failed):
             self._log_unwatched_failure(outcome, message.topic())
@@ -202,6 +237,8 @@ class PooledProducer:
             self._delivered += 1
             return Delivered(message.topic() or "", message.partition() or 0, message.offset() or 0)
         self._failed += 1
+        if error.fatal() or error.code() in _DEAD_CLIENT_ERRORS:
+            self._errors.mark_dead(error)
         return failure(error)
 
     def _log_unwatched_failure(self, outcome: Failed, topic: str | None) -> None:
@@ -222,9 +259,15 @@ class PooledProducer:
         while not self._stopping.is_set():
             try:
                 self._producer.poll(self._poll_interval)
-            except Exception:
-                # A bug in a callback must not stop delivery reports for everyone else.
-                _LOG.exception("event=poll_failed producer=%s", self.name)
+            except Exception as exc:
+                error = exc.args[0] if isinstance(exc, KafkaException) and exc.args else None
+                if isinstance(error, KafkaError) and error.fatal():
+                    # poll() raises librdkafka's fatal errors (e.g. the broker lost this
+                    # idempotent producer's state): this client is done; the pool replaces it.
+                    self._errors.mark_dead(error)
+                else:
+                    # A bug in a callback must not stop delivery reports for everyone else.
+                    _LOG.exception("event=poll_failed producer=%s", self.name)
         # close() would block for up to message.timeout.ms on queued records: purge first
         # (drain() normally left none).
         with self._client_lock:
@@ -234,6 +277,16 @@ class PooledProducer:
             self._client_open = False
 
     # -- observation -----------------------------------------------------------------------------
+
+    @property
+    def config(self) -> ConfigKey:
+        """The canonical config it was made with (secrets included: redact before showing)."""
+        return self._config
+
+    @property
+    def dead(self) -> str | None:
+        """Why this client can never produce again (the error's name), or None while it can."""
+        return self._errors.dead
 
     def stats(self) -> ProducerStats:
         """Queue depth (librdkafka's ``len``), waiting requests and delivery counters."""
@@ -275,13 +328,14 @@ class PooledProducer:
         with self._client_lock:
             if not self._client_open:
                 return 0
-            left = int(self._producer.flush(max(0.0, deadline - time.monotonic())))
+            left = int(self._producer.flush(max(0.0, deadline - time.monotonic() - _PURGE_WAIT_S)))
             if left:
-                # Serve reports that came in meanwhile, so the count is mostly records.
-                self._producer.poll(0)
-                left = len(self._producer)
+                # len() counts pending events too: count the purge's failure reports instead
+                # (served here or by the poll thread; in-flight ones come a moment later).
+                failed = self._failed
                 self._producer.purge(in_queue=True, in_flight=True)
-                self._producer.poll(0)
+                self._producer.flush(_PURGE_WAIT_S)
+                left = self._failed - failed
             return left
 
     def stop_polling(self) -> None:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Final, Literal, TypeAlias
 
+from kafkaupstream.protocol._stopframes import StopFrames
 from kafkaupstream.protocol.codec import (
     decode_apisix_message,
     decode_runner_message,
@@ -41,6 +42,10 @@ class Role(enum.Enum):
     RUNNER = "runner"
     APISIX = "APISIX"
 
+    # Members are singletons: identity hashing is exact, and C code, unlike Enum's __hash__
+    # (the transition table hashes a role and a state for every message).
+    __hash__ = object.__hash__
+
     @property
     def peer(self) -> Role:
         return Role.APISIX if self is Role.RUNNER else Role.RUNNER
@@ -54,6 +59,8 @@ class State(enum.Enum):
     IN_CALL = "IN_CALL"  # the runner owes an HTTPReqCall/HTTPRespCall answer or asks ExtraInfo
     AWAIT_INFO = "AWAIT_INFO"  # APISIX owes the answer to the runner's ExtraInfo request
     ERROR = "ERROR"  # a received frame broke the protocol; the byte stream is unusable
+
+    __hash__ = object.__hash__  # see Role
 
 
 class _NeedData(enum.Enum):
@@ -113,6 +120,8 @@ class Connection:
         self._call: type | None = None
         self._eof = False
         self._error: ProtocolError | None = None
+        # The runner answers most calls with a Stop of a few shapes: encode those from templates.
+        self._stops = StopFrames()
 
     @property
     def state(self) -> State:
@@ -175,7 +184,10 @@ class Connection:
                 return encode_message(message)
             raise UnexpectedMessage(f"cannot send {type(message).__name__}: {self._error}")
         new_state = self._next_state(self.our_role, message)
-        data = encode_message(message)
+        if type(message) is HTTPReqCallResponse:
+            data = self._stops.encode(message)
+        else:
+            data = encode_message(message)
         self._enter(new_state, message)
         return data
 

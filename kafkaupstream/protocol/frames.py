@@ -45,14 +45,16 @@ def encode_frame(frame_type: int, payload: bytes) -> bytes:
 class FrameBuffer:
     """Accumulates received bytes in any chunking and hands out complete frames.
 
-    Bytes go into one bytearray read from an offset, so a 16 MiB payload that arrives in small
-    chunks costs amortised O(1) per chunk and is copied out exactly once, when complete.
+    A chunk that arrives while nothing is buffered (the common case: one read, one or more whole
+    frames) is kept as it is and frames are sliced out of it, one copy each. Only a frame split
+    across reads goes into a bytearray read from an offset, so a 16 MiB payload that arrives in
+    small chunks costs amortised O(1) per chunk and is copied out exactly once, when complete.
     """
 
     __slots__ = ("_data", "_start")
 
     def __init__(self) -> None:
-        self._data = bytearray()
+        self._data: bytes | bytearray = b""
         self._start = 0
 
     def __len__(self) -> int:
@@ -61,7 +63,16 @@ class FrameBuffer:
 
     def feed(self, data: bytes) -> None:
         """Append received bytes."""
-        self._data += data
+        if self._start >= len(self._data):
+            self._data = data if type(data) is bytes else bytes(data)
+            self._start = 0
+            return
+        buffer = self._data
+        if isinstance(buffer, bytes):  # a frame continues in this chunk: start accumulating
+            with memoryview(buffer) as view:
+                buffer = self._data = bytearray(view[self._start :])
+            self._start = 0
+        buffer += data
 
     def next_frame(self) -> Frame | None:
         """The next complete frame, or None until more bytes arrive.
@@ -71,22 +82,25 @@ class FrameBuffer:
         """
         data = self._data
         start = self._start
-        available = len(data) - start
-        if available < HEADER_SIZE:
+        size = len(data)
+        if size - start < HEADER_SIZE:
             return None
         length = _HEADER.unpack_from(data, start)[0] & MAX_PAYLOAD
         if not length:
             raise MalformedFrame(f"frame of type {data[start]} announces an empty payload")
         end = start + HEADER_SIZE + length
-        if len(data) < end:
+        if size < end:
             return None
+        if isinstance(data, bytes):
+            self._start = end
+            return Frame(data[start], data[start + HEADER_SIZE : end])
         with memoryview(data) as view:
             payload = bytes(view[start + HEADER_SIZE : end])
         frame = Frame(data[start], payload)
-        if end == len(data):
+        if end == size:
             data.clear()
             self._start = 0
-        elif end >= _COMPACT_THRESHOLD and end * 2 >= len(data):
+        elif end >= _COMPACT_THRESHOLD and end * 2 >= size:
             del data[:end]
             self._start = 0
         else:

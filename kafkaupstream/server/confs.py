@@ -133,7 +133,7 @@ class PreparedConfs:
             return None
         entry = self._by_token.get(token)
         if entry is None or entry.confs != lease.value:
-            entry = _Local(lease.value, self._prepare(lease.value), lease.expires_at)
+            entry = _Local(lease.value, self._prepare(lease.value, lease.key), lease.expires_at)
             self._by_token[token] = entry
             log.debug("event=conf_adopted token=%d plugins=%d", token, len(entry.prepared))
         else:
@@ -148,7 +148,7 @@ class PreparedConfs:
             log.warning(
                 "event=unknown_plugins names=%s key=%r action=skipped", ",".join(unknown), key
             )
-        prepared = self._prepare(confs)
+        prepared = self._prepare(confs, key)
         lease = await self._store.register(key, confs)
         self._by_token[lease.token] = _Local(confs, prepared, lease.expires_at)
         self._maybe_sweep()
@@ -159,13 +159,13 @@ class PreparedConfs:
         """Another process gave this token a new conf list: prepare again on next use."""
         self._by_token.pop(token, None)
 
-    def _prepare(self, confs: ConfList) -> Prepared:
+    def _prepare(self, confs: ConfList, key: str) -> Prepared:
         """Every known plugin of the list, in order; unknown names are skipped."""
         prepared: list[PreparedConf] = []
         for name, value in confs:
             plugin = self._plugins.get(name)
             if plugin is not None:
-                prepared.append(PreparedConf(plugin, plugin.prepare(value)))
+                prepared.append(PreparedConf(plugin, plugin.prepare_conf(value, key)))
         return tuple(prepared)
 
     def _maybe_sweep(self) -> None:

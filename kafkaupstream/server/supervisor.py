@@ -8,7 +8,11 @@ waits at most the shutdown budget (workers get a slightly smaller one, so they n
 first), SIGKILLs stragglers, unlinks the socket only if it is still ours and exits 0.
 
 The parent is a plain ``poll`` loop with no threads and no asyncio: forking from it is safe, and
-it never holds anything a worker must not inherit (no plugins, no producers).
+it never holds anything a worker must not inherit (no plugins, no producers). With
+``--metrics-listen`` the same loop serves ``/metrics``, ``/health`` and ``/ready`` for the whole
+runner (``observability/``): the workers write their counters and reports into a directory the
+parent reads, so the parent still has no thread, and it tidies a dead worker's files when it
+reaps it.
 """
 
 from __future__ import annotations
@@ -24,12 +28,16 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
 from kafkaupstream.api import Plugin
+from kafkaupstream.observability import MetricsSetup, RunnerStatus, WorkerState
+from kafkaupstream.observability.endpoint import Endpoint
+from kafkaupstream.observability.pollserver import PollHttpServer
 from kafkaupstream.server.app import (
     ServerSettings,
     bind_unix_socket,
     socket_identity,
     unlink_if_ours,
 )
+from kafkaupstream.server.confs import ConfList
 from kafkaupstream.server.token_service import ChannelHub, TokenService
 from kafkaupstream.server.token_wire import WireError
 from kafkaupstream.server.tokens import ConfTokenRegistry
@@ -67,6 +75,8 @@ class Supervisor:
         settings: ServerSettings,
         workers: int,
         make_plugins: Callable[[], Sequence[Plugin]],
+        *,
+        metrics: MetricsSetup | None = None,
     ) -> None:
         if workers < 1:
             raise ValueError("a runner needs at least one worker")
@@ -78,8 +88,11 @@ class Supervisor:
             settings, shutdown_timeout_s=budget - min(_WORKER_RESERVE_S, budget / 4)
         )
         self._selector = selectors.PollSelector()
-        service = TokenService(ConfTokenRegistry(settings.conf_expire_s))
-        self._channels = ChannelHub(service, self._selector, self._on_ready)
+        self._registry: ConfTokenRegistry[ConfList] = ConfTokenRegistry(settings.conf_expire_s)
+        self._channels = ChannelHub(TokenService(self._registry), self._selector, self._on_ready)
+        self._metrics = metrics
+        self._http: PollHttpServer | None = None
+        self._restarts = 0
         self._workers: dict[int, _Worker] = {}
         self._restart_at: dict[int, float] = {}
         self._quick_deaths: dict[int, int] = {}
@@ -101,10 +114,13 @@ class Supervisor:
         self._identity = socket_identity(path)
         previous = self._install_signals()
         try:
+            self._start_metrics()
             for index in range(self._count):
                 self._spawn(index)
             self._loop()
         finally:
+            if self._http is not None:
+                self._http.close()
             self._restore_signals(previous)
             self._close_listener()
             self._selector.close()
@@ -136,13 +152,22 @@ class Supervisor:
                         self._spawn(index)
                 if self._restart_at:
                     timeout = max(0.0, min(self._restart_at.values()) - now)
+            if self._http is not None:
+                http_due = self._http.timeout(now)
+                if http_due is not None:
+                    timeout = http_due if timeout is None else min(timeout, http_due)
             for key, events in self._selector.select(timeout):
-                if key.data is None:
+                data = key.data
+                if data is None:
                     self._drain_wakeups()
-                else:
-                    self._serve_channel(key.data, events)
+                elif isinstance(data, int):
+                    self._serve_channel(data, events)
+                else:  # the metrics listener or one of its connections
+                    data(events)
             self._reap()
             self._channels.update_interest()
+            if self._http is not None:
+                self._http.tick(time.monotonic())
 
     def _drain_wakeups(self) -> None:
         try:
@@ -187,6 +212,8 @@ class Supervisor:
         )
         # What the child must not keep: every parent-side fd except the listening socket.
         inherited = [parent_end, self._wake_r, self._wake_w, *self._channels.sockets()]
+        if self._http is not None:
+            inherited += self._http.sockets()
         try:
             pid = fork_worker(spec, inherited, _SIGNALS)
         except OSError as exc:
@@ -210,6 +237,8 @@ class Supervisor:
                 return
             worker = self._workers.pop(pid, None)
             self._channels.remove(pid)
+            if self._metrics is not None:
+                self._metrics.directory.process_dead(pid)
             if worker is not None:
                 self._on_exit(worker, describe_exit(os.waitstatus_to_exitcode(status)))
 
@@ -238,6 +267,7 @@ class Supervisor:
         if quick:
             delay = min(_MAX_RESTART_DELAY_S, _FIRST_RESTART_DELAY_S * 2 ** (quick - 1))
         self._restart_at[worker.index] = now + delay
+        self._restarts += 1
         log.warning(
             "event=worker_died worker=%d pid=%d cause=%r action=restart delay_s=%.1f",
             worker.index,
@@ -274,6 +304,29 @@ class Supervisor:
                 self._pid,
                 self._count,
             )
+
+    # --- metrics --------------------------------------------------------------------------------
+
+    def _start_metrics(self) -> None:
+        if self._metrics is None:
+            return
+        endpoint = Endpoint(self._metrics.directory, self)
+        self._http = PollHttpServer(self._metrics.address, self._selector, endpoint.respond)
+        self._http.tick(time.monotonic())
+
+    def runner_status(self) -> RunnerStatus:
+        """For ``/ready``, ``/health`` and the runner's gauges."""
+        wall, now = time.time(), time.monotonic()
+        return RunnerStatus(
+            expected_workers=self._count,
+            workers=tuple(
+                WorkerState(w.pid, wall - (now - w.started_at), w.ready)
+                for w in self._workers.values()
+            ),
+            listening=self._listener is not None and self._stop_started is None,
+            conf_tokens=len(self._registry),
+            worker_restarts=self._restarts,
+        )
 
     # --- signals and the socket ---------------------------------------------------------------
 

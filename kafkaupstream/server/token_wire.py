@@ -81,7 +81,12 @@ def _strings(items: list[object]) -> bool:
 def lease_to_wire(lease: Lease[ConfList] | None) -> Message | None:
     if lease is None:
         return None
-    return {"token": lease.token, "confs": confs_to_wire(lease.value), "exp": lease.expires_at}
+    return {
+        "token": lease.token,
+        "confs": confs_to_wire(lease.value),
+        "exp": lease.expires_at,
+        "key": lease.key,
+    }
 
 
 def lease_from_wire(raw: object) -> Lease[ConfList] | None:
@@ -90,6 +95,11 @@ def lease_from_wire(raw: object) -> Lease[ConfList] | None:
     if not isinstance(raw, dict):
         raise WireError("a lease must be an object")
     try:
-        return Lease(int(raw["token"]), confs_from_wire(raw["confs"]), float(raw["exp"]))
+        return Lease(
+            int(raw["token"]),
+            confs_from_wire(raw["confs"]),
+            float(raw["exp"]),
+            str(raw.get("key", "")),
+        )
     except (KeyError, TypeError, ValueError) as exc:
         raise WireError(f"bad lease: {exc!r}") from exc

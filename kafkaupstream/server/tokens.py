@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
 T = TypeVar("T")
@@ -34,6 +34,9 @@ class Lease(Generic[T]):
     token: int
     value: T
     expires_at: float
+    #: The PrepareConf key it was registered with (a worker that adopts the token labels its
+    #: metrics with the route the key names); not part of a lease's identity.
+    key: str = field(default="", compare=False)
 
 
 @dataclass(slots=True)
@@ -74,12 +77,12 @@ class ConfTokenRegistry(Generic[T]):
                 entry = self._by_token[token]
                 entry.value = value
                 entry.expires_at = now + self.ttl_s
-                return Lease(token, value, entry.expires_at)
+                return Lease(token, value, entry.expires_at, key)
         token = self._allocate()
         self._by_token[token] = _Entry(key, value, now + self.ttl_s)
         if key:
             self._by_key[key] = token
-        return Lease(token, value, now + self.ttl_s)
+        return Lease(token, value, now + self.ttl_s, key)
 
     def lookup(self, token: int) -> Lease[T] | None:
         """The lease for a token, refreshing its TTL; None if unknown or expired."""
@@ -91,7 +94,7 @@ class ConfTokenRegistry(Generic[T]):
             self._drop(token, entry)
             return None
         entry.expires_at = now + self.ttl_s
-        return Lease(token, entry.value, entry.expires_at)
+        return Lease(token, entry.value, entry.expires_at, entry.key)
 
     def peek_key(self, key: str) -> Lease[T] | None:
         """What :meth:`register` would replace for ``key``, without counting as a use."""
@@ -99,7 +102,7 @@ class ConfTokenRegistry(Generic[T]):
         if token is None:
             return None
         entry = self._by_token[token]
-        return Lease(token, entry.value, entry.expires_at)
+        return Lease(token, entry.value, entry.expires_at, entry.key)
 
     def touch(self, token: int, used_at: float) -> None:
         """Record a use that happened at ``used_at`` (reported late by a worker's cache).

@@ -8,7 +8,6 @@ channel's EOF everywhere (a graceful shutdown, for platforms without prctl).
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import ctypes
 import logging
@@ -21,6 +20,7 @@ from dataclasses import dataclass
 from typing import NoReturn
 
 from kafkaupstream.api import Plugin
+from kafkaupstream.server import eventloop
 from kafkaupstream.server.app import RunnerServer, ServerSettings
 from kafkaupstream.server.token_client import RemoteTokenStore
 from kafkaupstream.server.tokens import TTL_FACTOR
@@ -116,7 +116,7 @@ def run_worker(spec: WorkerSpec) -> int:
         log.warning("event=no_parent_death_signal fallback=channel_eof")
     if os.getppid() != spec.parent_pid:  # the parent died before prctl took effect
         return 0
-    return asyncio.run(_serve(spec))
+    return eventloop.run(_serve(spec))
 
 
 async def _serve(spec: WorkerSpec) -> int:

@@ -1,0 +1,113 @@
+"""Prometheus metrics, ``/health`` and ``/ready`` for the whole runner (``--metrics-listen``).
+
+Design, for N worker processes forked by one parent:
+
+- **Counters and the delivery histogram** are prometheus_client's multiprocess mode: the parent
+  creates a private directory (``files.py``) and sets ``PROMETHEUS_MULTIPROC_DIR`` before it
+  forks, each worker writes its own mmap files (``recorder.py``: one write per request, the
+  delivery reports folded in every 0.1 s), and the parent's endpoint sums them all with a
+  ``MultiProcessCollector``. When a worker dies its files are kept (merged into one archive
+  file, so restarts do not pile up files): no count is lost.
+- **Gauges are not mmap gauges.** Producer names are per worker process and producers get
+  replaced; a multiprocess gauge cannot forget a label set, so a replaced producer's queue depth
+  would stay exported forever. Instead every worker writes a small JSON report each second
+  (``monitor.py``: in-flight requests, per-producer queue depth and broker reachability), the
+  parent exports the gauges from the reports of the workers alive now, and deletes a dead
+  worker's report when it reaps it: no stale gauge. The same reports answer ``/health``.
+- **HTTP** is served by the parent from its existing poll loop (``pollserver.py``): no thread and
+  no asyncio in a process that forks. With ``--workers 1`` there is no fork and no parent: the
+  process serves it on its own asyncio loop (``aioserver.py``), from the same directory.
+- **Labels** never carry secrets or client-chosen text (``labels.py``): routes are APISIX route
+  ids from the PrepareConf key, topics are the allow-listed ones actually produced to, errors
+  are our answer codes and librdkafka's error names; routes and topics are capped per process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from kafkaupstream.observability.files import MetricsDir
+from kafkaupstream.observability.http import Address, parse_address
+from kafkaupstream.observability.labels import UNKNOWN, redact_bootstrap, route_label
+from kafkaupstream.observability.report import RunnerStatus, RunnerView, WorkerState
+
+if TYPE_CHECKING:
+    from kafkaupstream.observability.monitor import Monitor, TelemetrySource
+    from kafkaupstream.observability.recorder import Recorder
+    from kafkaupstream.producers import ProducerPool
+
+
+@dataclass(frozen=True, slots=True)
+class MetricsSetup:
+    """What ``--metrics-listen`` gives the runner's top process."""
+
+    address: Address
+    directory: MetricsDir
+
+
+#: How often queued delivery reports are counted (see ``recorder.py``).
+FOLD_EVERY_S = 0.1
+
+
+class Telemetry:
+    """One worker's metrics: made in the worker (after the fork), handed to the plugin."""
+
+    def __init__(self, directory: MetricsDir) -> None:
+        from kafkaupstream.observability.recorder import Recorder
+
+        self.directory = directory
+        self.recorder: Recorder = Recorder()
+        self._monitor: Monitor | None = None
+        self._folding: asyncio.TimerHandle | None = None
+
+    def pool_factory(self) -> ProducerPool:
+        """A producer pool whose delivery reports are counted."""
+        from kafkaupstream.producers import ProducerPool
+
+        return ProducerPool(observer=self.recorder.delivery)
+
+    def start(self, source: TelemetrySource) -> None:
+        """On the worker's loop: start reporting and probing."""
+        from kafkaupstream.observability.monitor import Monitor
+
+        self._monitor = Monitor(source, self.directory, self.recorder)
+        self._monitor.start()
+        self._fold_later()
+
+    async def stop(self) -> None:
+        """Before the producers are flushed: no more probes; reports are still counted."""
+        if self._monitor is not None:
+            await self._monitor.stop()
+
+    def close(self) -> None:
+        """After the producers are flushed: count their last reports."""
+        if self._folding is not None:
+            self._folding.cancel()
+            self._folding = None
+        self.recorder.fold()
+
+    def _fold_later(self) -> None:
+        self._folding = asyncio.get_running_loop().call_later(FOLD_EVERY_S, self._fold)
+
+    def _fold(self) -> None:
+        try:
+            self.recorder.fold()
+        finally:
+            self._fold_later()
+
+
+__all__ = [
+    "UNKNOWN",
+    "Address",
+    "MetricsDir",
+    "MetricsSetup",
+    "RunnerStatus",
+    "RunnerView",
+    "Telemetry",
+    "WorkerState",
+    "parse_address",
+    "redact_bootstrap",
+    "route_label",
+]

@@ -1,0 +1,201 @@
+"""A worker's watch on its producers: every second a report for the parent, probes, state logs.
+
+Each cycle takes every producer's queue depth and counters (``PooledProducer.stats()``), probes
+the brokers of the producers that are due (``PooledProducer.reachable()``, a metadata request off
+the event loop), logs a producer's broker going down or coming back once per transition, and
+rewrites this worker's health report (``files.py``), from which the parent serves ``/health``
+and the gauges.
+
+Probes: every 5 s while a producer's brokers answer, every cycle while they do not (or are not
+known yet, or deliveries failed since the last cycle). Two failed probes in a row make a producer
+unreachable, one answer makes it reachable again, so a slow first connection does not flap.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from kafkaupstream.observability.files import MetricsDir
+from kafkaupstream.observability.labels import redact_bootstrap
+from kafkaupstream.observability.recorder import Recorder
+from kafkaupstream.producers import PooledProducer, ProducerPool, ProducerStats
+
+log = logging.getLogger(__name__)
+
+CYCLE_S = 1.0
+PROBE_EVERY_S = 5.0
+#: A broker that does not answer metadata this fast counts as unreachable. Short, because a
+#: probe holds the producer's client lock, which the shutdown flush also needs.
+PROBE_TIMEOUT_S = 0.5
+FAILURES_TO_DOWN = 2
+
+
+class TelemetrySource(Protocol):
+    """What the monitor watches: the plugin's in-flight count and its producer pool."""
+
+    @property
+    def in_flight(self) -> int: ...
+
+    @property
+    def producer_pool(self) -> ProducerPool | None: ...
+
+
+@dataclass(slots=True)
+class _Watch:
+    """What the monitor remembers about one producer between cycles."""
+
+    bootstrap: list[str]
+    reachable: bool | None = None
+    since: float = 0.0
+    failures: int = 0
+    last_probe: float = float("-inf")
+    failed_seen: int = 0
+    suspect: bool = False
+
+
+class Monitor:
+    """Runs on the worker's event loop from the plugin's start() to its close()."""
+
+    def __init__(
+        self,
+        source: TelemetrySource,
+        metrics_dir: MetricsDir,
+        recorder: Recorder,
+        *,
+        cycle_s: float = CYCLE_S,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._source = source
+        self._dir = metrics_dir
+        self._recorder = recorder
+        self._cycle_s = cycle_s
+        self._clock = clock
+        self._watches: dict[str, _Watch] = {}
+        self._replaced_seen = 0
+        self._task: asyncio.Task[None] | None = None
+        self._pid = os.getpid()
+
+    def start(self) -> None:
+        self._pid = os.getpid()  # the worker's, not the parent's that built the plugin
+        self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def stop(self) -> None:
+        """Before the producers are flushed: no probe starts after this."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await self.cycle()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("event=monitor_cycle_failed action=retry")
+            await asyncio.sleep(self._cycle_s)
+
+    async def cycle(self) -> None:
+        """One look at every producer, then this worker's report."""
+        pool = self._source.producer_pool
+        producers = pool.producers if pool is not None else ()
+        if pool is not None and pool.replaced > self._replaced_seen:
+            self._recorder.producers_replaced(pool.replaced - self._replaced_seen)
+            self._replaced_seen = pool.replaced
+        now = self._clock()
+        results = await asyncio.gather(*(self._observe(p, now) for p in producers))
+        entries = [
+            self._entry(producer, stats, reached, now)
+            for producer, (stats, reached) in zip(producers, results, strict=True)
+        ]
+        for gone in self._watches.keys() - {p.name for p in producers}:
+            del self._watches[gone]
+        # After the stats: every delivery they count is counted in the metrics too.
+        self._recorder.fold()
+        report = {
+            "pid": self._pid,
+            "at": time.time(),
+            "in_flight": self._source.in_flight,
+            "producers": entries,
+        }
+        await asyncio.to_thread(self._dir.write_report, self._pid, report)
+
+    async def _observe(
+        self, producer: PooledProducer, now: float
+    ) -> tuple[ProducerStats, bool | None]:
+        watch = self._watches.get(producer.name)
+        if watch is None:
+            servers = dict(producer.config).get("bootstrap.servers", "")
+            watch = self._watches[producer.name] = _Watch(redact_bootstrap(servers), since=now)
+        reached: bool | None = None
+        if self._probe_due(watch, now):
+            watch.last_probe = now
+            reached = await producer.reachable(PROBE_TIMEOUT_S)
+        # stats() takes the client lock a probe may hold: never on the loop.
+        return await asyncio.to_thread(producer.stats), reached
+
+    def _probe_due(self, watch: _Watch, now: float) -> bool:
+        if watch.reachable is not True or watch.suspect:
+            return now - watch.last_probe >= self._cycle_s * 0.9
+        return now - watch.last_probe >= PROBE_EVERY_S
+
+    def _entry(
+        self, producer: PooledProducer, stats: ProducerStats, reached: bool | None, now: float
+    ) -> dict[str, Any]:
+        watch = self._watches[producer.name]
+        watch.suspect = stats.failed > watch.failed_seen
+        watch.failed_seen = stats.failed
+        if reached is True:
+            watch.failures = 0
+            if watch.reachable is not True:
+                self._log_up(producer.name, watch, now)
+        elif reached is False:
+            watch.failures += 1
+            if watch.reachable is not False and watch.failures >= FAILURES_TO_DOWN:
+                self._log_down(producer.name, watch, stats, now)
+        return {
+            "name": producer.name,
+            "bootstrap": watch.bootstrap,
+            "reachable": watch.reachable,
+            "for_s": round(now - watch.since, 1),
+            "queue_depth": stats.queue_depth,
+            "waiters": stats.waiters,
+            "delivered": stats.delivered,
+            "failed": stats.failed,
+            "last_error": stats.last_error,
+            "dead": producer.dead,
+        }
+
+    def _log_up(self, name: str, watch: _Watch, now: float) -> None:
+        if watch.reachable is False:
+            log.info(
+                "event=broker_reachable producer=%s bootstrap=%s down_s=%.1f",
+                name,
+                ",".join(watch.bootstrap),
+                now - watch.since,
+            )
+        else:
+            bootstrap = ",".join(watch.bootstrap)
+            log.info("event=broker_reachable producer=%s bootstrap=%s", name, bootstrap)
+        watch.reachable = True
+        watch.since = now
+
+    def _log_down(self, name: str, watch: _Watch, stats: ProducerStats, now: float) -> None:
+        log.warning(
+            "event=broker_unreachable producer=%s bootstrap=%s cause=%s probes_failed=%d",
+            name,
+            ",".join(watch.bootstrap),
+            stats.last_error or f"no_metadata_within_{PROBE_TIMEOUT_S}s",
+            watch.failures,
+        )
+        watch.reachable = False
+        watch.since = now
