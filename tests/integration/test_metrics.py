@@ -27,6 +27,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from harness.broker import EmbeddedBroker, free_port
 from harness.fake_apisix import ClientRequest, FakeApisix, PluginConf
 from harness.runner_process import RunnerProcess
+from tests.integration.workerkit import only_running
 
 JSON = ("Content-Type", "application/json")
 SECRET = "s3cr3t-Hunter2-do-not-leak"
@@ -122,29 +123,6 @@ def eventually(check: Callable[[], Any], timeout: float = 8.0, what: str = "") -
         time.sleep(0.05)
 
 
-def process_state(pid: int) -> str:
-    try:
-        line = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return ""
-    return line[line.rindex(")") + 2]
-
-
-@contextlib.contextmanager
-def only(proc: RunnerProcess, pid: int) -> Iterator[None]:
-    """Every other worker stopped, so new connections are accepted by ``pid``."""
-    others = [p for p in proc.worker_pids() if p != pid]
-    for other in others:
-        os.kill(other, signal.SIGSTOP)
-    try:
-        for other in others:
-            eventually(lambda p=other: process_state(p) in ("T", "t"), 5, f"{other} stopped")
-        yield
-    finally:
-        for other in others:
-            os.kill(other, signal.SIGCONT)
-
-
 async def answers(socket_path: str, plugin: PluginConf, *requests: ClientRequest) -> list[int]:
     async with FakeApisix(socket_path) as apisix:
         return [(await apisix.request(plugin, r)).status for r in requests]
@@ -225,7 +203,7 @@ def traffic(broker: EmbeddedBroker) -> Iterator[Traffic]:
 
         async def drive() -> float:
             async with FakeApisix(proc.socket_path) as apisix:
-                with only(proc, worker_a):
+                with only_running(proc, worker_a):
                     held_calls = [
                         asyncio.create_task(apisix.request(stalled, request())) for _ in range(3)
                     ] + [asyncio.create_task(apisix.request(secret, request()))]
@@ -247,7 +225,7 @@ def traffic(broker: EmbeddedBroker) -> Iterator[Traffic]:
                 # Its connections were A's; the tokens stay cached, as in APISIX: B gets
                 # requests with tokens A prepared and adopts them (keys included).
                 await apisix.close()
-                with only(proc, worker_b):
+                with only_running(proc, worker_b):
                     for plugin, expected in [(live, 200), (live, 200), (queued, 202)]:
                         assert (await apisix.request(plugin, request())).status == expected
                 assert apisix.prepare_count == 4  # live, stalled and secret on A, queued on B
@@ -447,9 +425,9 @@ def test_a_restarted_worker_keeps_its_counts_and_leaves_no_stale_gauges(
         base = base_url(proc)
         directory = logged(proc, r"event=metrics_dir_created path=(\S+?)\"").group(1)
         victim, survivor = proc.worker_pids()
-        with only(proc, victim):
+        with only_running(proc, victim):
             assert statuses(proc, live, request(), request(), request()) == [200] * 3
-        with only(proc, survivor):
+        with only_running(proc, survivor):
             assert statuses(proc, live, request()) == [200]
 
         def both_reported() -> Samples:
@@ -480,7 +458,7 @@ def test_a_restarted_worker_keeps_its_counts_and_leaves_no_stale_gauges(
         assert "counter_archive.db" in files and f"counter_{victim}.db" not in files
         assert f"health_{victim}.json" not in files
         (replacement,) = [p for p in proc.worker_pids() if p != survivor]
-        with only(proc, replacement):  # the new worker's counts add to the old ones
+        with only_running(proc, replacement):  # the new worker's counts add to the old ones
             assert statuses(proc, live, request()) == [200]
         requests = value(
             scrape(base)[0], "kafkaupstream_requests_total", route="restart", status="200", error=""

@@ -18,7 +18,6 @@ import sys
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import pytest
 
@@ -36,6 +35,7 @@ from kafkaupstream.protocol import (
     Stop,
     TextEntry,
 )
+from tests.integration.workerkit import only_running, process_state, wait_until
 
 UNUSED_TOKEN = 0  # tokens count from 1: a call with 0 is always CONF_TOKEN_NOT_FOUND
 
@@ -81,38 +81,6 @@ def answered(reply: object) -> tuple[int, int]:
     pid = next(e.value for e in reply.action.headers if e.name == "X-Worker-Pid")
     assert pid is not None
     return reply.action.status, int(pid)
-
-
-def process_state(pid: int) -> str:
-    """The state letter in /proc/<pid>/stat ("" when the process is gone)."""
-    try:
-        line = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return ""
-    return line[line.rindex(")") + 2]
-
-
-def wait_until(predicate, timeout: float = 5.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.01)
-
-
-@contextlib.contextmanager
-def only_running(proc: RunnerProcess, pid: int) -> Iterator[None]:
-    """Every other worker stopped (SIGSTOP), so only ``pid`` can accept new connections."""
-    others = [p for p in proc.worker_pids() if p != pid]
-    for other in others:
-        os.kill(other, signal.SIGSTOP)
-    try:
-        for other in others:
-            wait_until(lambda p=other: process_state(p) in ("T", "t"), what=f"{other} stopped")
-        yield
-    finally:
-        for other in others:
-            os.kill(other, signal.SIGCONT)
 
 
 def connect_to(proc: RunnerProcess, pid: int) -> RawConn:

@@ -1,4 +1,7 @@
-"""The golden frames in shared/vectors: APISIX's Lua-built requests and APISIX-verified replies.
+"""The golden frames: APISIX's Lua-built requests and APISIX-verified replies.
+
+They are copies of ``shared/vectors`` kept in ``tests/data/vectors`` so that a clean clone tests
+against them; when ``shared/`` is checked out beside the repository the copies must match it.
 
 Expected values come from the protocol reference (Appendix A and the tests it cites), not from our
 decoder; presence checks use the ``flatbuffers`` runtime's own ``Table`` reader as a second opinion.
@@ -36,16 +39,15 @@ from kafkaupstream.protocol import (
     encode_message,
 )
 
-VECTORS_DIR = Path(__file__).resolve().parents[2].parent / "shared" / "vectors"
+VECTORS_DIR = Path(__file__).resolve().parents[1] / "data" / "vectors"
+UPSTREAM_VECTORS_DIR = Path(__file__).resolve().parents[2].parent / "shared" / "vectors"
 LUA_FILE = "ext-plugin-golden-frames-lua.txt"
 RUNNER_FILE = "ext-plugin-golden-frames-runner.txt"
 
 
 def load_vectors(file_name: str) -> dict[str, bytes]:
-    """``NAME HEX`` lines -> whole frames; skips the test when the vectors are not checked out."""
+    """``NAME HEX`` lines -> whole frames."""
     path = VECTORS_DIR / file_name
-    if not path.is_file():
-        pytest.skip(f"golden vectors not found at {path} (shared/ is cloned beside the repo)")
     frames = {}
     for line in path.read_text().splitlines():
         if line.strip():
@@ -138,6 +140,14 @@ def split(frame: bytes) -> tuple[int, bytes]:
 def test_every_vector_has_an_expected_value():
     assert set(load_vectors(LUA_FILE)) == set(LUA_EXPECTED)
     assert set(load_vectors(RUNNER_FILE)) == set(RUNNER_EXPECTED)
+
+
+@pytest.mark.parametrize("file_name", [LUA_FILE, RUNNER_FILE])
+def test_the_copies_match_shared_vectors_when_it_is_checked_out(file_name: str):
+    upstream = UPSTREAM_VECTORS_DIR / file_name
+    if not upstream.is_file():
+        pytest.skip(f"{upstream} is not checked out beside the repository; the copy is used as is")
+    assert (VECTORS_DIR / file_name).read_bytes() == upstream.read_bytes()
 
 
 @pytest.mark.parametrize("name", sorted(LUA_EXPECTED))
