@@ -332,7 +332,7 @@ def parse_listen(value: str) -> tuple[str, int]:
 
 def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m harness.gateway",
+        prog="kafkaupstream-harness gateway",
         description="Play APISIX for real HTTP clients: route requests and call the ext-plugin "
         "runner listening on a unix socket.",
     )

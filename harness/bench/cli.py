@@ -180,7 +180,7 @@ def _cpu_model() -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m harness.bench",
+        prog="kafkaupstream-harness bench",
         description="Floor, raw Kafka produce and the runner (stop plugin, async, sync), side by "
         "side; prints a markdown table and writes it to bench/results/latest.md.",
     )

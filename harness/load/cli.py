@@ -31,7 +31,7 @@ examples:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python -m harness.load",
+        prog="kafkaupstream-harness load",
         description="Drive the runner over APISIX's ext-plugin RPC (as nginx workers do), or the "
         "gateway over HTTP, and summarise throughput, latency and answers.",
         epilog=EPILOG,
