@@ -18,6 +18,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+from harness.headers import all_headers, first_header
 from kafkaupstream.protocol import (
     NEED_DATA,
     Connection,
@@ -100,12 +101,10 @@ class HTTPAnswer:
     error: str = ""
 
     def header(self, name: str) -> str | None:
-        wanted = name.lower()
-        return next((v for n, v in self.headers if n.lower() == wanted), None)
+        return first_header(self.headers, name)
 
     def header_values(self, name: str) -> list[str]:
-        wanted = name.lower()
-        return [v for n, v in self.headers if n.lower() == wanted]
+        return all_headers(self.headers, name)
 
 
 class RPCFailure(Exception):

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from email.utils import formatdate
 from http import HTTPStatus
 
+from harness.headers import all_headers, first_header
+
 Headers = tuple[tuple[str, str], ...]
 
 #: APISIX refuses ExtraInfo answers over one frame (16,777,215 bytes): bodies above 16 MiB are 413.
@@ -61,12 +63,10 @@ class Request:
     chunked: bool = False
 
     def header(self, name: str) -> str | None:
-        wanted = name.lower()
-        return next((v for n, v in self.headers if n.lower() == wanted), None)
+        return first_header(self.headers, name)
 
     def header_values(self, name: str) -> list[str]:
-        wanted = name.lower()
-        return [v for n, v in self.headers if n.lower() == wanted]
+        return all_headers(self.headers, name)
 
     @property
     def keep_alive(self) -> bool:
@@ -85,12 +85,10 @@ class Response:
     body: bytes = b""
 
     def header(self, name: str) -> str | None:
-        wanted = name.lower()
-        return next((v for n, v in self.headers if n.lower() == wanted), None)
+        return first_header(self.headers, name)
 
     def header_values(self, name: str) -> list[str]:
-        wanted = name.lower()
-        return [v for n, v in self.headers if n.lower() == wanted]
+        return all_headers(self.headers, name)
 
 
 def reason(status: int) -> str:
@@ -222,8 +220,8 @@ def parse_request_line(line: bytes) -> tuple[str, str, str]:
 
 def body_framing(headers: Headers, version: str) -> tuple[bool, int | None]:
     """(chunked, content_length) as nginx decides them, refusing what it refuses."""
-    te = [v for n, v in headers if n.lower() == "transfer-encoding"]
-    cl = [v for n, v in headers if n.lower() == "content-length"]
+    te = all_headers(headers, "transfer-encoding")
+    cl = all_headers(headers, "content-length")
     if te:
         if cl:
             raise HTTPError(400, 'client sent "Content-Length" and "Transfer-Encoding"')
@@ -287,7 +285,7 @@ async def read_request(
     """Read one whole request; EOFError when the peer closed cleanly between requests."""
     start, headers = await read_head(reader)
     method, target, version = parse_request_line(start)
-    hosts = [v for n, v in headers if n.lower() == "host"]
+    hosts = all_headers(headers, "host")
     if version == "HTTP/1.1" and not hosts:
         raise HTTPError(400, 'client sent HTTP/1.1 request without "Host" header')
     if len(hosts) > 1:

@@ -11,6 +11,7 @@ import socket
 from dataclasses import dataclass, field
 from urllib.parse import quote, unquote_plus, unquote_to_bytes
 
+from harness.headers import first_header
 from harness.http11 import HTTPError, Request
 from harness.routes import Consumer, GatewayConfig, KeyAuth, Route
 from kafkaupstream.protocol import Rewrite
@@ -140,8 +141,7 @@ class Exchange:
         )
 
     def header(self, name: str) -> str | None:
-        wanted = name.lower()
-        return next((v for n, v in self.headers if n.lower() == wanted), None)
+        return first_header(self.headers, name)
 
     @property
     def rpc_path(self) -> str:

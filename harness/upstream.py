@@ -13,6 +13,7 @@ import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from harness.headers import all_headers
 from harness.http11 import (
     STREAM_LIMIT,
     Headers,
@@ -86,7 +87,7 @@ async def proxy(upstream: Upstream, node: tuple[str, int], request: UpstreamRequ
     headers = [(n, v) for n, v in request.headers if n.lower() not in _HOP_BY_HOP | {"host"}]
     headers.insert(0, ("Host", host_header))
     forwarded_for = ", ".join(
-        [v for n, v in request.headers if n.lower() == "x-forwarded-for"] + [request.remote_addr]
+        [*all_headers(request.headers, "x-forwarded-for"), request.remote_addr]
     )
     headers = [h for h in headers if not h[0].lower().startswith(("x-forwarded-", "x-real-ip"))]
     headers += [

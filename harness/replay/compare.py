@@ -15,6 +15,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from harness.headers import all_headers
 from harness.replay.format import Headers, RecordedAnswer
 
 DEFAULT_IGNORE = ("offset",)
@@ -105,7 +106,7 @@ def compare(expected: RecordedAnswer, got: RecordedAnswer, rules: Rules) -> list
 
 def _values(headers: Headers, name: str) -> tuple[str, ...] | None:
     """The values of ``name``; None when one was redacted (then it cannot be compared)."""
-    values = tuple(v for n, v in headers if n.lower() == name.lower())
+    values = tuple(all_headers(headers, name))
     return None if any(v is None for v in values) else tuple(v for v in values if v is not None)
 
 

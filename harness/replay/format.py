@@ -46,6 +46,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from harness.headers import first_header
+
 FORMAT = "kafkaupstream-replay"
 VERSION = 1
 
@@ -71,8 +73,7 @@ class RecordedRequest:
         return self.path if self.query is None else f"{self.path}?{self.query}"
 
     def header(self, name: str) -> str | None:
-        wanted = name.lower()
-        return next((v for n, v in self.headers if n.lower() == wanted), None)
+        return first_header(self.headers, name)
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,8 +84,7 @@ class RecordedAnswer:
     body: bytes | None
 
     def header(self, name: str) -> str | None:
-        wanted = name.lower()
-        return next((v for n, v in self.headers if n.lower() == wanted), None)
+        return first_header(self.headers, name)
 
 
 @dataclass(frozen=True, slots=True)
