@@ -26,6 +26,9 @@ class Answer:
     status: int
     body: bytes = b""
     headers: tuple[tuple[str, str], ...] = ()
+    #: The error code of a refusal (``""`` for a success), for metrics; never sent as such
+    #: (the body says it to the client).
+    error: str = ""
 
 
 class HTTPRequest:

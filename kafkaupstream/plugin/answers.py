@@ -50,7 +50,7 @@ def error_answer(
     status: int, code: str, message: str, headers: tuple[tuple[str, str], ...] = ()
 ) -> Answer:
     body = json.dumps({"error": code, "message": message}, ensure_ascii=False)
-    return Answer(status, body.encode(), (_JSON, *headers))
+    return Answer(status, body.encode(), (_JSON, *headers), code)
 
 
 def bad_header(name: str, reason: str) -> RequestError:

@@ -30,7 +30,6 @@ from kafkaupstream.plugin.config import RouteConfig, RouteConfigError, parse_rou
 from kafkaupstream.plugin.record import build_record, route_request
 from kafkaupstream.producers import (
     Backpressure,
-    DeliveryOutcome,
     ProducerClosedError,
     ProducerConfigError,
     ProducerPool,
@@ -58,14 +57,6 @@ _TOO_MANY_IN_FLIGHT = error_answer(
 )
 #: Refusals over the in-flight cap are logged at most this often (with a count), not per request.
 _CAP_LOG_INTERVAL_S = 5.0
-#: The error code of an outcome's answer, by its status (``answers.outcome_answer``'s table);
-#: a 503 is ``backpressure`` when the outcome is :class:`Backpressure`.
-_OUTCOME_ERRORS = {
-    404: "unknown_topic_or_partition",
-    413: "body_too_large",
-    503: "kafka_unavailable",
-    504: "delivery_timeout",
-}
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,26 +129,23 @@ class KafkaUpstreamPlugin(Plugin):
         if type(state) is RoutePrepared:
             route = state.route
             state = state.conf
-        answer, error = await self._answer(state, request)
+        answer = await self._answer(state, request)
         if self._recorder is not None:
-            self._recorder.request(route, answer.status, error)
+            self._recorder.request(route, answer.status, answer.error)
         return answer
 
-    async def _answer(
-        self, state: RouteConfig | RouteConfigError, request: HTTPRequest
-    ) -> tuple[Answer, str]:
-        """The answer and its error code (``""`` for 2xx)."""
+    async def _answer(self, state: RouteConfig | RouteConfigError, request: HTTPRequest) -> Answer:
         if isinstance(state, RouteConfigError):
-            return config_invalid_answer(state.field, state.reason), "route_config_invalid"
+            return config_invalid_answer(state.field, state.reason)
         config: RouteConfig = state
         try:
             routing = route_request(config, request.headers)
         except RequestError as exc:
             log.debug("event=request_refused status=%d error=%s", exc.status, exc.code)
-            return exc.answer(), exc.code
+            return exc.answer()
         if self._max_in_flight is not None and self._in_flight >= self._max_in_flight:
             self._refuse_over_cap()
-            return _TOO_MANY_IN_FLIGHT, "backpressure"
+            return _TOO_MANY_IN_FLIGHT
         # Counted from before the body fetch to the answer: what a request holds meanwhile
         # (its body, its record, a wait on the delivery report) is what the cap bounds.
         self._in_flight += 1
@@ -170,7 +158,7 @@ class KafkaUpstreamPlugin(Plugin):
                     record = build_record(config, routing, body)
             except RequestError as exc:
                 log.debug("event=request_refused status=%d error=%s", exc.status, exc.code)
-                return exc.answer(), exc.code
+                return exc.answer()
             try:
                 producer = self.pool.get_canonical(config.producer_config)
                 outcome = await producer.produce(
@@ -178,23 +166,14 @@ class KafkaUpstreamPlugin(Plugin):
                 )
             except ProducerConfigError as exc:
                 log.error("event=producer_refused cause=%r", str(exc))
-                answer = config_invalid_answer(
-                    "config", "librdkafka refused it (see the runner log)"
-                )
-                return answer, "route_config_invalid"
+                return config_invalid_answer("config", "librdkafka refused it (see the runner log)")
             except ProducerClosedError:
-                return _SHUTTING_DOWN, "kafka_unavailable"
-            answer = outcome_answer(outcome, config.timeout_ms)
-            return answer, self._outcome_error(outcome, answer.status)
+                return _SHUTTING_DOWN
+            if type(outcome) is Backpressure and self._recorder is not None:
+                self._recorder.refused("queue_full")
+            return outcome_answer(outcome, config.timeout_ms)
         finally:
             self._in_flight -= 1
-
-    def _outcome_error(self, outcome: DeliveryOutcome, status: int) -> str:
-        if type(outcome) is Backpressure:
-            if self._recorder is not None:
-                self._recorder.refused("queue_full")
-            return "backpressure"
-        return _OUTCOME_ERRORS.get(status, "")
 
     def _refuse_over_cap(self) -> None:
         # One warning per interval with the number refused since the last one, not one per
