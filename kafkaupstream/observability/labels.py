@@ -8,7 +8,6 @@ label set is capped per process: past the cap new values are counted as :data:`O
 from __future__ import annotations
 
 import re
-import threading
 
 #: A PrepareConf whose key names no conf type and id (keyless, or not APISIX's format).
 UNKNOWN = "_unknown"
@@ -45,26 +44,23 @@ def route_label(key: str) -> str:
 class BoundedLabels:
     """Admits at most ``limit`` distinct values; later newcomers become :data:`OTHER`.
 
-    Thread-safe (delivery reports arrive on the producers' poll threads).
+    Used on the event loop thread only: delivery reports are queued by the poll threads and
+    labelled when the loop folds them in (``recorder.py``).
     """
 
-    __slots__ = ("_lock", "_seen", "limit")
+    __slots__ = ("_seen", "limit")
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
         self._seen: set[str] = set()
-        self._lock = threading.Lock()
 
     def admit(self, value: str) -> str:
         if value in self._seen:
             return value
-        with self._lock:
-            if value in self._seen:
-                return value
-            if len(self._seen) >= self.limit:
-                return OTHER
-            self._seen.add(value)
-            return value
+        if len(self._seen) >= self.limit:
+            return OTHER
+        self._seen.add(value)
+        return value
 
 
 def redact_bootstrap(servers: str) -> list[str]:
