@@ -16,7 +16,7 @@ import signal
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,6 +28,7 @@ from harness.broker import EmbeddedBroker, free_port
 from harness.fake_apisix import ClientRequest, FakeApisix, PluginConf
 from harness.runner_process import RunnerProcess
 from tests.integration.workerkit import only_running
+from tests.waiting import eventually
 
 JSON = ("Content-Type", "application/json")
 SECRET = "s3cr3t-Hunter2-do-not-leak"
@@ -105,22 +106,6 @@ def series(samples: Samples, name: str) -> list[dict[str, str]]:
 
 def total(samples: Samples, name: str) -> float:
     return sum(v for (found, _labels), v in samples.items() if found == name)
-
-
-def eventually(check: Callable[[], Any], timeout: float = 8.0, what: str = "") -> Any:
-    """``check()``'s first truthy result; the last AssertionError if none within ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            result = check()
-            if result:
-                return result
-            error: AssertionError | None = None
-        except AssertionError as exc:
-            error = exc
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out: {what}") from error
-        time.sleep(0.05)
 
 
 async def answers(socket_path: str, plugin: PluginConf, *requests: ClientRequest) -> list[int]:

@@ -35,7 +35,8 @@ from kafkaupstream.protocol import (
     Stop,
     TextEntry,
 )
-from tests.integration.workerkit import only_running, process_state, wait_until
+from tests.integration.workerkit import only_running, process_state
+from tests.waiting import eventually
 
 UNUSED_TOKEN = 0  # tokens count from 1: a call with 0 is always CONF_TOKEN_NOT_FOUND
 
@@ -224,7 +225,12 @@ def test_killed_worker_is_replaced_and_its_tokens_survive(two_workers):
     victim, survivor = two_workers.worker_pids()
     token = connect_to(two_workers, victim).prepare(stop_entry(status=203), "route#1#x#1")
     os.kill(victim, signal.SIGKILL)
-    wait_until(lambda: len(log_lines(two_workers, "worker_ready")) == 3, what="a new worker")
+    eventually(
+        lambda: len(log_lines(two_workers, "worker_ready")) == 3,
+        timeout=5.0,
+        what="a new worker",
+        interval=0.01,
+    )
     (died,) = log_lines(two_workers, "worker_died")
     assert f"pid={victim} " in died and "killed by SIGKILL" in died
     replacement = next(p for p in two_workers.worker_pids() if p != survivor)
@@ -238,10 +244,11 @@ def test_parent_sigkill_leaves_no_worker_behind(two_workers):
     workers = two_workers.worker_pids()
     two_workers.send_signal(signal.SIGKILL)
     two_workers.proc.wait(5)
-    wait_until(
+    eventually(
         lambda: all(process_state(pid) in ("", "Z") for pid in workers),
         timeout=3,
         what="the workers to die with their parent",
+        interval=0.01,
     )
 
 

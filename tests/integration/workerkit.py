@@ -5,11 +5,11 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 from harness.runner_process import RunnerProcess
+from tests.waiting import eventually
 
 
 def process_state(pid: int) -> str:
@@ -21,17 +21,6 @@ def process_state(pid: int) -> str:
     return line[line.rindex(")") + 2]
 
 
-def wait_until(
-    predicate: Callable[[], bool], timeout: float = 5.0, what: str = "condition"
-) -> None:
-    """Poll ``predicate`` every 10 ms; AssertionError naming ``what`` after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.01)
-
-
 @contextlib.contextmanager
 def only_running(proc: RunnerProcess, pid: int) -> Iterator[None]:
     """Every other worker stopped (SIGSTOP), so only ``pid`` can accept new connections."""
@@ -40,7 +29,12 @@ def only_running(proc: RunnerProcess, pid: int) -> Iterator[None]:
         os.kill(other, signal.SIGSTOP)
     try:
         for other in others:
-            wait_until(lambda p=other: process_state(p) in ("T", "t"), what=f"{other} stopped")
+            eventually(
+                lambda p=other: process_state(p) in ("T", "t"),
+                timeout=5.0,
+                what=f"{other} stopped",
+                interval=0.01,
+            )
         yield
     finally:
         for other in others:

@@ -18,6 +18,7 @@ from confluent_kafka import KafkaError, KafkaException, Producer
 
 from kafkaupstream.plugin import KafkaUpstreamPlugin
 from kafkaupstream.producers import KafkaRecord, ProducerPool, pool
+from tests.waiting import eventually
 
 from .test_plugin_handle import Requests
 
@@ -77,13 +78,6 @@ def _fresh_clients(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(pool, "REPLACE_INTERVAL_S", 0.0)
 
 
-def eventually(check: Callable[[], bool], timeout: float = 2.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.01)
-
-
 def run(coro: Any) -> Any:
     return asyncio.run(coro)
 
@@ -116,14 +110,18 @@ def test_a_dead_producer_is_replaced_and_its_waiters_answered(
         waiter = asyncio.create_task(first.produce(KafkaRecord("t", b"v"), wait=True, timeout=5.0))
         await asyncio.sleep(0.05)
         kill(ScriptedClient.made[0])
-        await asyncio.to_thread(eventually, lambda: first.dead is not None)
+        await asyncio.to_thread(
+            eventually, lambda: first.dead is not None, timeout=2.0, interval=0.01
+        )
         second = pool_.get(CONFIG)
         assert second is not first and second.dead is None
         assert pool_.get(CONFIG) is second
         # The dead client is purged and closed by its own poll thread; its waiter is answered.
         outcome = await asyncio.wait_for(waiter, 2.0)
         assert type(outcome).__name__ == "Failed"
-        await asyncio.to_thread(eventually, lambda: ScriptedClient.made[0].closed)
+        await asyncio.to_thread(
+            eventually, lambda: ScriptedClient.made[0].closed, timeout=2.0, interval=0.01
+        )
         await pool_.close(1.0)
 
     run(scenario())
