@@ -155,11 +155,17 @@ def statuses_in(sent: Iterable[Sent]) -> set[tuple[int, str | None]]:
 
 
 async def warm_up(clients: Clients, label: str, rounds: int = 3) -> set[str]:
-    """Concurrent requests until every producer has its producer id; the ids answered 2xx."""
-    for _ in range(rounds):
+    """Concurrent requests until every producer has its producer id; the ids answered 2xx.
+
+    A failed round is followed by a short pause, so that the rounds are not spent before a
+    dead producer can be replaced (the pool does that at most once a second).
+    """
+    for round_ in range(rounds):
         answers = await asyncio.gather(*(clients.one(label) for _ in range(clients.clients)))
         if all(a.status in (200, 202) for a in answers):
             return {s.id for s in clients.sent}
+        if round_ < rounds - 1:
+            await asyncio.sleep(0.5)
     raise AssertionError(f"warm-up failed: {by_status(clients.sent)}")
 
 

@@ -115,7 +115,10 @@ def test_paused_broker_sync_answers_in_time_keeps_every_200_and_recovers(
     async def scenario() -> tuple[list[Sent], RSSWatch, float, float]:
         async with Clients(runner.socket_path, {"sync": sync, "patient": patient}) as clients:
             # Same producer config: the warm-up gives each worker's producer its producer id.
-            await warm_up(clients, "patient")
+            # More rounds than elsewhere: with message.timeout.ms at 1 s, a first record can
+            # time out while a loaded machine is still getting the producer id (0.5-1 s on an
+            # idle one), and its fenced producer is replaced at most once a second.
+            await warm_up(clients, "patient", rounds=10)
             clients.loop_routes = ["sync"]
             async with RSSWatch(runner.pid) as watch:
                 clients.start()
