@@ -1,6 +1,6 @@
 """A fake APISIX: plays the nginx side of the ext-plugin RPC as APISIX 3.x does.
 
-What it reproduces (ext-plugin-protocol.md §3): a keepalive pool per worker (32 idle, reused
+What it reproduces of APISIX's ext-plugin client: a keepalive pool per worker (32 idle, reused
 LIFO like cosockets), PrepareConf on a *second* connection while the first is already open, the
 per-worker token lrucache (8 entries, 3600 s) in front of a shared dict (0.9 x 3600 s) and one
 global prepare lock, request ids ``(worker << 22) + counter``, up to 3 attempts when the runner
@@ -44,7 +44,7 @@ from kafkaupstream.protocol import (
 
 log = logging.getLogger(__name__)
 
-#: APISIX's defaults (§3.4, §3.6).
+#: APISIX's defaults (its connection pool, token caches and retry budget).
 POOL_SIZE = 32
 LRU_ITEMS = 8
 CONF_EXPIRE_S = 3600.0

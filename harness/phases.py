@@ -1,7 +1,7 @@
 """What APISIX does to a request between the router and the upstream, minus the RPC itself.
 
 The request as nginx sees it (``$uri``, args, headers, ``ctx.var``), a Rewrite applied in APISIX's
-order (ext-plugin-protocol.md §3.9), and the ``key-auth`` check with APISIX's own answers.
+order, and the ``key-auth`` check with APISIX's own answers.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from harness.http11 import HTTPError, Request
 from harness.routes import Consumer, GatewayConfig, KeyAuth, Route
 from kafkaupstream.protocol import Rewrite
 
-#: Rewrite ``resp_headers`` APISIX silently ignores (§3.9 step 4).
+#: Rewrite ``resp_headers`` APISIX silently ignores when it applies a Rewrite.
 RESP_HEADER_EXCLUDED = frozenset(
     {
         "connection",

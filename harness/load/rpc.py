@@ -34,7 +34,7 @@ from kafkaupstream.protocol import (
     encode_message,
 )
 
-#: APISIX's retry budget for CONF_TOKEN_NOT_FOUND (ext-plugin-protocol.md §3.6).
+#: APISIX's retry budget for CONF_TOKEN_NOT_FOUND.
 MAX_ATTEMPTS = 3
 #: What APISIX answers the client when the RPC fails (no allow_degradation).
 RPC_FAILED_STATUS = 503

@@ -1,4 +1,4 @@
-"""A sans-IO ext-plugin connection: bytes in, messages out, and the conversation rules of §1.1.
+"""A sans-IO ext-plugin connection: bytes in, messages out, and the conversation rules.
 
 Modelled on h11: the caller feeds received bytes to :meth:`Connection.receive_data`, pulls events
 with :meth:`Connection.next_event`, and turns messages into bytes with :meth:`Connection.send`.

@@ -33,7 +33,7 @@ Rejected alternatives:
 - Broadcasting every registration to every worker: the same IPC plus N copies, and TTL refreshes
   would have to be broadcast too.
 
-Cost of the choice (figures in the README): a local hit is a dict lookup (well under 1 us); a
+Cost of the choice (also in docs/decisions.md): a local hit is a dict lookup (well under 1 us); a
 shared lookup is a socketpair round trip plus JSON (tens of us). One limitation is accepted: a use
 served locally within the last flush interval before a token's expiry may not reach the registry
 before another worker asks for the same token, which then gets CONF_TOKEN_NOT_FOUND; APISIX

@@ -310,6 +310,6 @@ class FiguresSummary:
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         if self.lines:
-            terminalreporter.section("fault scenarios (issue 7)")
+            terminalreporter.section("fault scenarios")
             for line in self.lines:
                 terminalreporter.write_line(line)

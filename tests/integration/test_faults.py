@@ -1,4 +1,4 @@
-"""Faults (issue 7, items 1-4): nothing acknowledged is ever lost, memory stays bounded.
+"""Faults: nothing acknowledged is ever lost, memory stays bounded.
 
 Each scenario drives the real runner process (``kafkaupstream run``) with the fake APISIX and
 a Tansu broker of its own wherever it pauses (SIGSTOP) or restarts one. Every request body

@@ -1,4 +1,4 @@
-"""``kafkaupstream run --workers N``: one socket, N processes, one set of conf tokens (issue 6).
+"""``kafkaupstream run --workers N``: one socket, N processes, one set of conf tokens.
 
 Which worker serves a connection is the kernel's choice; to put a connection on a given worker
 the tests stop the others (SIGSTOP) until that worker has accepted it, and every answer names

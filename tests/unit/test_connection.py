@@ -1,4 +1,4 @@
-"""The sans-IO Connection: reassembly, EOF handling and the conversation rules of §1.1."""
+"""The sans-IO Connection: reassembly, EOF handling and the conversation rules."""
 
 from __future__ import annotations
 
