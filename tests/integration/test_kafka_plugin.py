@@ -505,6 +505,9 @@ def test_a_huge_deeply_nested_body_does_not_stall_other_requests(
     big_seconds, small_seconds, answer = run(scenario())
     print(f"big: {big_seconds:.3f} s; small: {len(small_seconds)}, max {max(small_seconds):.3f} s")
     assert answer.status == 200, answer.body
-    # Checked on the event loop, the big body would hold every small request for its whole
-    # check (about a second); on a thread, they wait a few GIL switch intervals at most.
-    assert max(small_seconds) < big_seconds / 3
+    # Checked on the event loop, the big body would hold the small request in flight for its
+    # whole check (most of big_seconds) and few would be answered meanwhile; on a thread they keep
+    # being answered, each waiting some GIL switch intervals (up to a third of big_seconds when
+    # the box is loaded, as seen in CI).
+    assert len(small_seconds) >= 3, small_seconds
+    assert max(small_seconds) < big_seconds / 2
