@@ -52,13 +52,19 @@ FOLD_EVERY_S = 0.1
 
 
 class Telemetry:
-    """One worker's metrics: made in the worker (after the fork), handed to the plugin."""
+    """One worker's metrics: made in the worker (after the fork), run by its server.
+
+    The server counts every answer (:attr:`recorder`), starts the monitor when it starts and
+    stops it around the plugins' close; the plugin's producer pool comes from
+    :meth:`pool_factory` so that its delivery reports are counted too.
+    """
 
     def __init__(self, directory: MetricsDir) -> None:
         from kafkaupstream.observability.recorder import Recorder
 
         self.directory = directory
         self.recorder: Recorder = Recorder()
+        self._source: TelemetrySource | None = None
         self._monitor: Monitor | None = None
         self._folding: asyncio.TimerHandle | None = None
 
@@ -68,12 +74,17 @@ class Telemetry:
 
         return ProducerPool(observer=self.recorder.delivery)
 
-    def start(self, source: TelemetrySource) -> None:
+    def watch(self, source: TelemetrySource) -> None:
+        """The plugin whose in-flight count, producers and refusals the monitor reports."""
+        self._source = source
+
+    def start(self) -> None:
         """On the worker's loop: start reporting and probing."""
         from kafkaupstream.observability.monitor import Monitor
 
-        self._monitor = Monitor(source, self.directory, self.recorder)
-        self._monitor.start()
+        if self._source is not None:
+            self._monitor = Monitor(self._source, self.directory, self.recorder)
+            self._monitor.start()
         self._fold_later()
 
     async def stop(self) -> None:
@@ -82,10 +93,12 @@ class Telemetry:
             await self._monitor.stop()
 
     def close(self) -> None:
-        """After the producers are flushed: count their last reports."""
+        """After the producers are flushed: count their last reports and refusals."""
         if self._folding is not None:
             self._folding.cancel()
             self._folding = None
+        if self._monitor is not None:
+            self._monitor.count_totals()
         self.recorder.fold()
 
     def _fold_later(self) -> None:

@@ -38,13 +38,17 @@ FAILURES_TO_DOWN = 2
 
 
 class TelemetrySource(Protocol):
-    """What the monitor watches: the plugin's in-flight count and its producer pool."""
+    """What the monitor watches: the plugin's in-flight count, producer pool and refusals."""
 
     @property
     def in_flight(self) -> int: ...
 
     @property
     def producer_pool(self) -> ProducerPool | None: ...
+
+    #: ``503 backpressure`` answers since start, by reason.
+    refused_queue_full: int
+    refused_in_flight_cap: int
 
 
 @dataclass(slots=True)
@@ -79,6 +83,7 @@ class Monitor:
         self._clock = clock
         self._watches: dict[str, _Watch] = {}
         self._replaced_seen = 0
+        self._refused_seen = {"queue_full": 0, "in_flight_cap": 0}
         self._task: asyncio.Task[None] | None = None
         self._pid = os.getpid()
 
@@ -108,9 +113,7 @@ class Monitor:
         """One look at every producer, then this worker's report."""
         pool = self._source.producer_pool
         producers = pool.producers if pool is not None else ()
-        if pool is not None and pool.replaced > self._replaced_seen:
-            self._recorder.producers_replaced(pool.replaced - self._replaced_seen)
-            self._replaced_seen = pool.replaced
+        self.count_totals()
         now = self._clock()
         results = await asyncio.gather(*(self._observe(p, now) for p in producers))
         entries = [
@@ -128,6 +131,22 @@ class Monitor:
             "producers": entries,
         }
         await asyncio.to_thread(self._dir.write_report, self._pid, report)
+
+    def count_totals(self) -> None:
+        """Count what the plugin and its pool added to their totals since the last look."""
+        source = self._source
+        pool = source.producer_pool
+        if pool is not None and pool.replaced > self._replaced_seen:
+            self._recorder.producers_replaced(pool.replaced - self._replaced_seen)
+            self._replaced_seen = pool.replaced
+        totals = (
+            ("queue_full", source.refused_queue_full),
+            ("in_flight_cap", source.refused_in_flight_cap),
+        )
+        for reason, total in totals:
+            if total > self._refused_seen[reason]:
+                self._recorder.refused(reason, total - self._refused_seen[reason])
+                self._refused_seen[reason] = total
 
     async def _observe(
         self, producer: PooledProducer, now: float

@@ -106,9 +106,9 @@ class Recorder:
             inc = self._request_child(route, status, error)
         inc()
 
-    def refused(self, reason: str) -> None:
-        """A ``503 backpressure``: ``queue_full`` or ``in_flight_cap``."""
-        self._refusals.labels(reason).inc()
+    def refused(self, reason: str, count: int = 1) -> None:
+        """``503 backpressure`` answers: ``queue_full`` or ``in_flight_cap``."""
+        self._refusals.labels(reason).inc(count)
 
     def producers_replaced(self, count: int) -> None:
         self._replaced.inc(count)

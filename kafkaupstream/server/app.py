@@ -18,12 +18,16 @@ import socket
 import stat
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from kafkaupstream.api import Plugin
 from kafkaupstream.server.confs import LocalTokenStore, PreparedConfs, TokenStore
-from kafkaupstream.server.handler import ApisixConnection
+from kafkaupstream.server.handler import ApisixConnection, RunnerState
 from kafkaupstream.server.tokens import ConfTokenRegistry
+
+if TYPE_CHECKING:
+    from kafkaupstream.observability import Telemetry
 
 log = logging.getLogger(__name__)
 
@@ -54,16 +58,6 @@ def parse_listen_address(value: str) -> str:
     return value[len("unix:") :]
 
 
-@dataclass(slots=True)
-class RunnerState:
-    """What every connection of one process shares: plugins, prepared confs, the shutdown flag."""
-
-    plugins: dict[str, Plugin]
-    confs: PreparedConfs
-    connections: set[ApisixConnection] = field(default_factory=set)
-    shutting_down: bool = False
-
-
 class RunnerServer:
     """Owns the listening socket and the lifecycle of connections and plugins."""
 
@@ -72,12 +66,19 @@ class RunnerServer:
         settings: ServerSettings,
         plugins: Sequence[Plugin],
         store: TokenStore | None = None,
+        telemetry: Telemetry | None = None,
     ) -> None:
+        """``telemetry`` (``--metrics-listen``): this process's metrics, run from here."""
         self.settings = settings
         by_name = {p.name: p for p in plugins}
         if store is None:
             store = LocalTokenStore(ConfTokenRegistry(settings.conf_expire_s))
-        self.state = RunnerState(plugins=by_name, confs=PreparedConfs(by_name, store))
+        self._telemetry = telemetry
+        self.state = RunnerState(
+            plugins=by_name,
+            confs=PreparedConfs(by_name, store),
+            recorder=telemetry.recorder if telemetry is not None else None,
+        )
         self._server: asyncio.AbstractServer | None = None
         self._socket_identity: tuple[int, int] | None = None
         self._stopped = asyncio.Event()
@@ -89,6 +90,8 @@ class RunnerServer:
         """
         for plugin in self.state.plugins.values():
             await plugin.start()
+        if self._telemetry is not None:
+            self._telemetry.start()
         bound_here = sock is None
         if sock is None:
             sock = bind_unix_socket(self.settings.socket_path)
@@ -136,11 +139,15 @@ class RunnerServer:
         for conn in list(self.state.connections):
             conn.abort()
         remaining = max(0.05, budget - (time.monotonic() - started))
+        if self._telemetry is not None:
+            await self._telemetry.stop()
         for plugin in self.state.plugins.values():
             try:
                 await plugin.close(remaining)
             except Exception:
                 log.exception("event=plugin_close_failed plugin=%s", plugin.name)
+        if self._telemetry is not None:
+            self._telemetry.close()
         log.info("event=stopped elapsed_ms=%d", (time.monotonic() - started) * 1000)
 
     def _unlink_socket_if_ours(self) -> None:

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from kafkaupstream.api import Plugin, PreparedConf
+from kafkaupstream.observability.labels import route_label
 from kafkaupstream.server.tokens import ConfTokenRegistry, Lease
 
 log = logging.getLogger(__name__)
@@ -161,11 +162,12 @@ class PreparedConfs:
 
     def _prepare(self, confs: ConfList, key: str) -> Prepared:
         """Every known plugin of the list, in order; unknown names are skipped."""
+        route = route_label(key)
         prepared: list[PreparedConf] = []
         for name, value in confs:
             plugin = self._plugins.get(name)
             if plugin is not None:
-                prepared.append(PreparedConf(plugin, plugin.prepare_conf(value, key)))
+                prepared.append(PreparedConf(plugin, plugin.prepare(value), route))
         return tuple(prepared)
 
     def _maybe_sweep(self) -> None:

@@ -24,20 +24,20 @@ import selectors
 import signal
 import socket
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
-from kafkaupstream.api import Plugin
 from kafkaupstream.observability import MetricsSetup, RunnerStatus, WorkerState
 from kafkaupstream.observability.endpoint import Endpoint
 from kafkaupstream.observability.pollserver import PollHttpServer
 from kafkaupstream.server.app import (
+    RunnerServer,
     ServerSettings,
     bind_unix_socket,
     socket_identity,
     unlink_if_ours,
 )
-from kafkaupstream.server.confs import ConfList
+from kafkaupstream.server.confs import ConfList, TokenStore
 from kafkaupstream.server.token_service import ChannelHub, TokenService
 from kafkaupstream.server.token_wire import WireError
 from kafkaupstream.server.tokens import ConfTokenRegistry
@@ -74,7 +74,7 @@ class Supervisor:
         self,
         settings: ServerSettings,
         workers: int,
-        make_plugins: Callable[[], Sequence[Plugin]],
+        make_server: Callable[[ServerSettings, TokenStore], RunnerServer],
         *,
         metrics: MetricsSetup | None = None,
     ) -> None:
@@ -82,7 +82,7 @@ class Supervisor:
             raise ValueError("a runner needs at least one worker")
         self._settings = settings
         self._count = workers
-        self._make_plugins = make_plugins
+        self._make_server = make_server
         budget = settings.shutdown_timeout_s
         self._worker_settings = replace(
             settings, shutdown_timeout_s=budget - min(_WORKER_RESERVE_S, budget / 4)
@@ -207,7 +207,7 @@ class Supervisor:
             settings=self._worker_settings,
             listener=self._listener,
             channel=child_end,
-            make_plugins=self._make_plugins,
+            make_server=self._make_server,
             parent_pid=self._pid,
         )
         # What the child must not keep: every parent-side fd except the listening socket.

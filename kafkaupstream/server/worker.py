@@ -15,13 +15,13 @@ import os
 import signal
 import socket
 import sys
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import NoReturn
 
-from kafkaupstream.api import Plugin
 from kafkaupstream.server import eventloop
 from kafkaupstream.server.app import RunnerServer, ServerSettings
+from kafkaupstream.server.confs import TokenStore
 from kafkaupstream.server.token_client import RemoteTokenStore
 from kafkaupstream.server.tokens import TTL_FACTOR
 
@@ -39,7 +39,8 @@ class WorkerSpec:
     settings: ServerSettings
     listener: socket.socket
     channel: socket.socket
-    make_plugins: Callable[[], Sequence[Plugin]]
+    #: Builds this process's server (its plugins, its metrics) around the given token store.
+    make_server: Callable[[ServerSettings, TokenStore], RunnerServer]
     parent_pid: int
 
 
@@ -121,7 +122,7 @@ def run_worker(spec: WorkerSpec) -> int:
 
 async def _serve(spec: WorkerSpec) -> int:
     store = RemoteTokenStore(spec.channel, spec.settings.conf_expire_s * TTL_FACTOR)
-    server = RunnerServer(spec.settings, spec.make_plugins(), store)
+    server = spec.make_server(spec.settings, store)
     store.on_lost = server.request_shutdown
     await store.connect()
     await server.start(spec.listener)

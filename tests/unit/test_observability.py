@@ -17,6 +17,9 @@ from mockafka.kafka_store import KafkaStore
 from prometheus_client.mmap_dict import MmapedDict, mmap_key
 from prometheus_client.multiprocess import MultiProcessCollector
 
+from harness.fake_apisix import ClientRequest, FakeApisix, PluginConf
+from kafkaupstream.api import Answer, HTTPRequest
+from kafkaupstream.builtin import StopPlugin
 from kafkaupstream.logs import JsonLineFormatter, message_fields
 from kafkaupstream.observability import MetricsDir
 from kafkaupstream.observability.http import BadRequest, parse_address, parse_head
@@ -30,8 +33,9 @@ from kafkaupstream.observability.labels import (
 from kafkaupstream.observability.report import RunnerStatus, WorkerState, health, ready
 from kafkaupstream.plugin import KafkaUpstreamPlugin
 from kafkaupstream.producers import ProducerPool
+from kafkaupstream.server import RunnerServer, ServerSettings
 
-from .test_plugin_handle import MockafkaProducer, Requests
+from .test_plugin_handle import MockafkaProducer
 
 # --- route labels from PrepareConf keys -------------------------------------------------------
 
@@ -208,43 +212,50 @@ def test_reports_round_trip_and_unreadable_ones_are_skipped(tmp_path: Path) -> N
     assert metrics.read_reports() == {7: {"pid": 7, "producers": []}}
 
 
-# --- the plugin counts each answer once, with its route ---------------------------------------
+# --- the server counts each answer once, with its route ------------------------------------------
 
 
-class Spy:
+class SpyRecorder:
     def __init__(self) -> None:
         self.requests: list[tuple[str, int, str]] = []
-        self.refusals: list[str] = []
 
     def request(self, route: str, status: int, error: str) -> None:
         self.requests.append((route, status, error))
 
-    def refused(self, reason: str) -> None:
-        self.refusals.append(reason)
-
 
 class SpyTelemetry:
-    def __init__(self) -> None:
-        self.recorder = Spy()
+    """What the server needs of Telemetry: a recorder, and the start/stop/close hooks."""
 
-    def start(self, source: object) -> None:
-        """Nothing to watch here."""
+    def __init__(self) -> None:
+        self.recorder = SpyRecorder()
+        self.calls: list[str] = []
+
+    def start(self) -> None:
+        self.calls.append("start")
 
     async def stop(self) -> None:
-        """Nothing to stop."""
+        self.calls.append("stop")
 
     def close(self) -> None:
-        """Nothing queued."""
+        self.calls.append("close")
 
 
-def test_the_plugin_counts_every_answer_once_with_the_route_of_its_key() -> None:
+class Failing(StopPlugin):
+    """A plugin with a bug: the server answers 500 internal_error for it."""
+
+    name = "failing"
+
+    async def handle(self, state: Any, request: HTTPRequest) -> Answer | None:
+        raise RuntimeError("a bug")
+
+
+def test_the_server_counts_every_answer_once_with_the_route_of_its_key(tmp_path: Path) -> None:
     topic = f"mock-{uuid.uuid4().hex[:10]}"
     KafkaStore().create_partition(topic=topic, partitions=1)
     telemetry = SpyTelemetry()
-    plugin = KafkaUpstreamPlugin(
-        lambda: ProducerPool(factory=MockafkaProducer),
-        telemetry=telemetry,  # type: ignore[arg-type]
-    )
+    kafka = KafkaUpstreamPlugin(lambda: ProducerPool(factory=MockafkaProducer))
+    settings = ServerSettings(socket_path=str(tmp_path / "r.sock"))
+    server = RunnerServer(settings, [kafka, Failing()], telemetry=telemetry)  # type: ignore[arg-type]
     value = json.dumps(
         {
             "config": {"bootstrap.servers": "b:1"},
@@ -253,29 +264,32 @@ def test_the_plugin_counts_every_answer_once_with_the_route_of_its_key() -> None
             "partition": 0,
         }
     )
-    state = plugin.prepare_conf(value, "route#orders#ext-plugin-post-req#3")
-    bad = plugin.prepare_conf('{"config": {}}', "global_rule#1#ext-plugin-pre-req#1")
-    requests = Requests()
+    orders = PluginConf((("kafkaupstream", value),), conf_id="orders")
+    bad = PluginConf((("kafkaupstream", '{"config": {}}'),), "global_rule", "1")
+    failing = PluginConf((("failing", ""),), conf_id="buggy")
 
     async def scenario() -> list[int]:
-        answers = [
-            await plugin.handle(state, requests.make(b"{}")),
-            await plugin.handle(state, requests.make(b"")),
-            await plugin.handle(state, requests.make(b"{}", ("topic", "elsewhere"))),
-            await plugin.handle(bad, requests.make(b"{}")),
-            await plugin.handle(plugin.prepare(value), requests.make(b"{}")),
-        ]
-        await plugin.close(1.0)
+        await server.start()
+        async with FakeApisix(settings.socket_path) as apisix:
+            answers = [
+                await apisix.request(orders, ClientRequest(body=b"{}")),
+                await apisix.request(orders, ClientRequest(body=b"")),
+                await apisix.request(orders, ClientRequest(headers=(("topic", "x"),), body=b"{}")),
+                await apisix.request(bad, ClientRequest(body=b"{}")),
+                await apisix.request(failing, ClientRequest(body=b"{}")),
+            ]
+        await server.shutdown()
         return [a.status for a in answers]
 
-    assert asyncio.run(scenario()) == [202, 400, 403, 500, 202]
+    assert asyncio.run(scenario()) == [202, 400, 403, 500, 500]
     assert telemetry.recorder.requests == [
         ("orders", 202, ""),
         ("orders", 400, "empty_body"),
         ("orders", 403, "topic_not_allowed"),
         ("global_rule#1", 500, "route_config_invalid"),
-        (UNKNOWN, 202, ""),  # prepared without a key
+        ("buggy", 500, "internal_error"),
     ]
+    assert telemetry.calls == ["start", "stop", "close"]
 
 
 # --- the metrics listener's HTTP --------------------------------------------------------------
