@@ -115,8 +115,5 @@ class Plugin(ABC):
     async def handle(self, state: Any, request: HTTPRequest) -> Answer | None:
         """Answer the request (Stop) or return None to let the next plugin / upstream have it."""
 
-    async def start(self) -> None:  # noqa: B027 - optional hook
-        """Called once when the server starts (after any fork)."""
-
     async def close(self, timeout: float) -> None:  # noqa: B027 - optional hook
         """Called once on shutdown, after in-flight requests finished; bounded by ``timeout``."""

@@ -185,15 +185,15 @@ async def run_runner(options: RunnerOptions, metrics: MetricsSetup | None = None
         return 1
     http = None
     if metrics is not None:
-        from kafkaupstream.observability.aioserver import AsyncHttpServer
         from kafkaupstream.observability.endpoint import Endpoint
+        from kafkaupstream.observability.http import HttpThread
 
         endpoint = Endpoint(metrics.directory, _SingleProcess(server, registry))
-        http = AsyncHttpServer(metrics.address, endpoint.respond)
+        http = HttpThread(metrics.address, endpoint.respond)
         http.start()
     await server.serve_until_stopped()
     if http is not None:
-        await http.close()
+        http.close()
     return 0
 
 

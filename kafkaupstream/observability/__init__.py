@@ -14,9 +14,9 @@ Design, for N worker processes forked by one parent:
   (``monitor.py``: in-flight requests, per-producer queue depth and broker reachability), the
   parent exports the gauges from the reports of the workers alive now, and deletes a dead
   worker's report when it reaps it: no stale gauge. The same reports answer ``/health``.
-- **HTTP** is served by the parent from its existing poll loop (``pollserver.py``): no thread and
-  no asyncio in a process that forks. With ``--workers 1`` there is no fork and no parent: the
-  process serves it on its own asyncio loop (``aioserver.py``), from the same directory.
+- **HTTP** is one server (``http.py``): the parent runs it on its existing poll loop (no thread
+  and no asyncio in a process that forks); with ``--workers 1`` there is no fork and no parent,
+  and the process runs it in a thread of its own, from the same directory.
 - **Labels** never carry secrets or client-chosen text (``labels.py``): routes are APISIX route
   ids from the PrepareConf key, topics are the allow-listed ones actually produced to, errors
   are our answer codes and librdkafka's error names; routes and topics are capped per process.

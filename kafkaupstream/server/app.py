@@ -84,12 +84,10 @@ class RunnerServer:
         self._stopped = asyncio.Event()
 
     async def start(self, sock: socket.socket | None = None) -> None:
-        """Bind (unless a pre-bound socket is given), start the plugins, start accepting.
+        """Bind (unless a pre-bound socket is given), start the telemetry, start accepting.
 
         With a pre-bound socket (a worker's) the socket file is not ours to unlink.
         """
-        for plugin in self.state.plugins.values():
-            await plugin.start()
         if self._telemetry is not None:
             self._telemetry.start()
         bound_here = sock is None

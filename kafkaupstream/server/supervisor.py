@@ -29,7 +29,7 @@ from dataclasses import dataclass, replace
 
 from kafkaupstream.observability import MetricsSetup, RunnerStatus, WorkerState
 from kafkaupstream.observability.endpoint import Endpoint
-from kafkaupstream.observability.pollserver import PollHttpServer
+from kafkaupstream.observability.http import HttpServer
 from kafkaupstream.server.app import (
     RunnerServer,
     ServerSettings,
@@ -91,7 +91,7 @@ class Supervisor:
         self._registry: ConfTokenRegistry[ConfList] = ConfTokenRegistry(settings.conf_expire_s)
         self._channels = ChannelHub(TokenService(self._registry), self._selector, self._on_ready)
         self._metrics = metrics
-        self._http: PollHttpServer | None = None
+        self._http: HttpServer | None = None
         self._restarts = 0
         self._workers: dict[int, _Worker] = {}
         self._restart_at: dict[int, float] = {}
@@ -311,7 +311,7 @@ class Supervisor:
         if self._metrics is None:
             return
         endpoint = Endpoint(self._metrics.directory, self)
-        self._http = PollHttpServer(self._metrics.address, self._selector, endpoint.respond)
+        self._http = HttpServer(self._metrics.address, self._selector, endpoint.respond)
         self._http.tick(time.monotonic())
 
     def runner_status(self) -> RunnerStatus:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import socket
 import uuid
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,13 @@ from kafkaupstream.api import Answer, HTTPRequest
 from kafkaupstream.builtin import StopPlugin
 from kafkaupstream.logs import JsonLineFormatter, message_fields
 from kafkaupstream.observability import MetricsDir
-from kafkaupstream.observability.http import BadRequest, parse_address, parse_head
+from kafkaupstream.observability.http import (
+    BadRequest,
+    HttpThread,
+    Response,
+    parse_address,
+    parse_head,
+)
 from kafkaupstream.observability.labels import (
     OTHER,
     UNKNOWN,
@@ -34,6 +41,7 @@ from kafkaupstream.observability.report import RunnerStatus, WorkerState, health
 from kafkaupstream.plugin import KafkaUpstreamPlugin
 from kafkaupstream.producers import ProducerPool
 from kafkaupstream.server import RunnerServer, ServerSettings
+from tests.waiting import eventually
 
 from .test_plugin_handle import MockafkaProducer
 
@@ -293,6 +301,53 @@ def test_the_server_counts_every_answer_once_with_the_route_of_its_key(tmp_path:
 
 
 # --- the metrics listener's HTTP --------------------------------------------------------------
+
+
+def _get(port: int, path: str) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=2) as sock:
+        sock.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        chunks = []
+        while chunk := sock.recv(4096):
+            chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _get_or_none(port: int, path: str) -> bytes | None:
+    try:
+        return _get(port, path)
+    except ConnectionRefusedError:
+        return None
+
+
+def test_the_listener_retries_a_taken_port_then_serves_and_closes(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.WARNING, "kafkaupstream.observability.http")
+    squatter = socket.socket()
+    squatter.bind(("127.0.0.1", 0))
+    squatter.listen()
+    port = squatter.getsockname()[1]
+    seen: list[tuple[str, str]] = []
+
+    def respond(method: str, target: str) -> Response:
+        seen.append((method, target))
+        return Response(200, "text/plain", b"ok\n")
+
+    listener = HttpThread(("127.0.0.1", port), respond)
+    listener.start()
+    try:
+        eventually(lambda: "event=metrics_listen_failed" in caplog.text, 3, "a bind failure")
+        squatter.close()
+        answer = eventually(
+            lambda: _get_or_none(port, "/ready?x=1"), 4, "an answer after the retry"
+        )
+        assert answer.startswith(b"HTTP/1.1 200 OK\r\n") and answer.endswith(b"\r\n\r\nok\n")
+        assert seen == [("GET", "/ready?x=1")]
+        assert caplog.text.count("event=metrics_listen_failed") == 1  # once per cause
+    finally:
+        listener.close()
+    with pytest.raises(OSError):
+        _get(port, "/ready")
 
 
 def test_parse_head_waits_for_the_whole_head_and_refuses_garbage() -> None:
