@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 from kafkaupstream.api import Plugin
 from kafkaupstream.builtin import StopPlugin
+from kafkaupstream.logs import log_event
 from kafkaupstream.observability import (
     Address,
     MetricsDir,
@@ -181,7 +182,9 @@ async def run_runner(options: RunnerOptions, metrics: MetricsSetup | None = None
     try:
         await server.start()
     except OSError as exc:
-        log.error("event=cannot_listen path=%s cause=%r", options.settings.socket_path, str(exc))
+        log_event(
+            log, logging.ERROR, "cannot_listen", path=options.settings.socket_path, cause=str(exc)
+        )
         return 1
     http = None
     if metrics is not None:

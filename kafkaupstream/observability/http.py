@@ -19,6 +19,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from http import HTTPStatus
 
+from kafkaupstream.logs import log_event
+
 log = logging.getLogger(__name__)
 
 MAX_HEAD_BYTES = 8192
@@ -230,7 +232,9 @@ class HttpServer:
         try:
             response = self._respond(method, target)
         except Exception:
-            log.exception("event=metrics_request_failed path=%r", target[:100])
+            log_event(
+                log, logging.ERROR, "metrics_request_failed", exc_info=True, path=target[:100]
+            )
             return internal_error()
         return encode_response(response, head_only=method == "HEAD")
 
@@ -251,7 +255,7 @@ class HttpServer:
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as exc:  # EMFILE and friends: try again on the next event
-                log.warning("event=metrics_accept_failed cause=%r", str(exc))
+                log_event(log, logging.WARNING, "metrics_accept_failed", cause=str(exc))
                 return
             if len(self._connections) >= MAX_CONNECTIONS:
                 sock.close()
@@ -268,15 +272,18 @@ class HttpServer:
             self._next_bind = now + BIND_RETRY_S
             if self._bind_error != str(exc):  # once per cause, not once a second
                 self._bind_error = str(exc)
-                log.warning(
-                    "event=metrics_listen_failed address=%s:%d cause=%r action=retry_every_%gs",
-                    *self._address,
-                    str(exc),
-                    BIND_RETRY_S,
+                log_event(
+                    log,
+                    logging.WARNING,
+                    "metrics_listen_failed",
+                    address=f"{self._address[0]}:{self._address[1]}",
+                    cause=str(exc),
+                    action="retry",
+                    retry_s=BIND_RETRY_S,
                 )
             return
         self._selector.register(self._listener, selectors.EVENT_READ, self._accept)
-        log.info("event=metrics_listening address=%s", describe(self._listener))
+        log_event(log, logging.INFO, "metrics_listening", address=describe(self._listener))
 
 
 class HttpThread:

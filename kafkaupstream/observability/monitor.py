@@ -22,6 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from kafkaupstream.logs import log_event
 from kafkaupstream.observability.files import MetricsDir
 from kafkaupstream.observability.labels import redact_bootstrap
 from kafkaupstream.observability.recorder import Recorder
@@ -106,7 +107,7 @@ class Monitor:
             except asyncio.CancelledError:
                 raise
             except Exception:
-                log.exception("event=monitor_cycle_failed action=retry")
+                log_event(log, logging.ERROR, "monitor_cycle_failed", exc_info=True, action="retry")
             await asyncio.sleep(self._cycle_s)
 
     async def cycle(self) -> None:
@@ -196,25 +197,29 @@ class Monitor:
 
     def _log_up(self, name: str, watch: _Watch, now: float) -> None:
         if watch.reachable is False:
-            log.info(
-                "event=broker_reachable producer=%s bootstrap=%s down_s=%.1f",
-                name,
-                ",".join(watch.bootstrap),
-                now - watch.since,
+            log_event(
+                log,
+                logging.INFO,
+                "broker_reachable",
+                producer=name,
+                bootstrap=",".join(watch.bootstrap),
+                down_s=round(now - watch.since, 1),
             )
         else:
             bootstrap = ",".join(watch.bootstrap)
-            log.info("event=broker_reachable producer=%s bootstrap=%s", name, bootstrap)
+            log_event(log, logging.INFO, "broker_reachable", producer=name, bootstrap=bootstrap)
         watch.reachable = True
         watch.since = now
 
     def _log_down(self, name: str, watch: _Watch, stats: ProducerStats, now: float) -> None:
-        log.warning(
-            "event=broker_unreachable producer=%s bootstrap=%s cause=%s probes_failed=%d",
-            name,
-            ",".join(watch.bootstrap),
-            stats.last_error or f"no_metadata_within_{PROBE_TIMEOUT_S}s",
-            watch.failures,
+        log_event(
+            log,
+            logging.WARNING,
+            "broker_unreachable",
+            producer=name,
+            bootstrap=",".join(watch.bootstrap),
+            cause=stats.last_error or f"no_metadata_within_{PROBE_TIMEOUT_S}s",
+            probes_failed=watch.failures,
         )
         watch.reachable = False
         watch.since = now

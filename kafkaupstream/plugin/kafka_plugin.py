@@ -18,10 +18,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Callable
 
 from kafkaupstream.api import Answer, HTTPRequest, Plugin
+from kafkaupstream.logs import RateLimit, log_event
 from kafkaupstream.plugin.answers import (
     SHUTTING_DOWN,
     TOO_MANY_IN_FLIGHT,
@@ -70,8 +70,7 @@ class KafkaUpstreamPlugin(Plugin):
         #: ``503 backpressure`` answers since start, by reason (``queue_full``, ``in_flight_cap``).
         self.refused_queue_full = 0
         self.refused_in_flight_cap = 0
-        self._over_cap = 0
-        self._next_cap_log = 0.0
+        self._cap_log = RateLimit(_CAP_LOG_INTERVAL_S)
 
     @property
     def pool(self) -> ProducerPool:
@@ -96,7 +95,9 @@ class KafkaUpstreamPlugin(Plugin):
             return parse_route_config(value)
         except RouteConfigError as exc:
             # The field and the reason only: the value may be a password.
-            log.warning("event=route_config_invalid field=%s reason=%r", exc.field, exc.reason)
+            log_event(
+                log, logging.WARNING, "route_config_invalid", field=exc.field, reason=exc.reason
+            )
             return exc
 
     async def handle(self, state: RouteConfig | RouteConfigError, request: HTTPRequest) -> Answer:
@@ -106,7 +107,7 @@ class KafkaUpstreamPlugin(Plugin):
         try:
             routing = route_request(config, request.headers)
         except RequestError as exc:
-            log.debug("event=request_refused status=%d error=%s", exc.status, exc.code)
+            log_event(log, logging.DEBUG, "request_refused", status=exc.status, error=exc.code)
             return exc.answer()
         if self._max_in_flight is not None and self._in_flight >= self._max_in_flight:
             self._refuse_over_cap()
@@ -122,7 +123,7 @@ class KafkaUpstreamPlugin(Plugin):
                 else:
                     record = build_record(config, routing, body)
             except RequestError as exc:
-                log.debug("event=request_refused status=%d error=%s", exc.status, exc.code)
+                log_event(log, logging.DEBUG, "request_refused", status=exc.status, error=exc.code)
                 return exc.answer()
             try:
                 producer = self.pool.get_canonical(config.producer_config)
@@ -130,7 +131,7 @@ class KafkaUpstreamPlugin(Plugin):
                     record, wait=config.sync, timeout=config.timeout_ms / 1000
                 )
             except ProducerConfigError as exc:
-                log.error("event=producer_refused cause=%r", str(exc))
+                log_event(log, logging.ERROR, "producer_refused", cause=str(exc))
                 return config_invalid_answer("config", "librdkafka refused it (see the runner log)")
             except ProducerClosedError:
                 return SHUTTING_DOWN
@@ -144,16 +145,15 @@ class KafkaUpstreamPlugin(Plugin):
         # One warning per interval with the number refused since the last one, not one per
         # request: under a broker stall that could be thousands a second.
         self.refused_in_flight_cap += 1
-        self._over_cap += 1
-        now = time.monotonic()
-        if now >= self._next_cap_log:
-            log.warning(
-                "event=in_flight_cap_reached max_in_flight=%d refused=%d",
-                self._max_in_flight,
-                self._over_cap,
+        held = self._cap_log.hit()
+        if held is not None:
+            log_event(
+                log,
+                logging.WARNING,
+                "in_flight_cap_reached",
+                max_in_flight=self._max_in_flight,
+                refused=held + 1,
             )
-            self._over_cap = 0
-            self._next_cap_log = now + _CAP_LOG_INTERVAL_S
 
     async def close(self, timeout: float) -> None:
         if self._pool is not None:

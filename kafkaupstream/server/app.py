@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from kafkaupstream.api import Plugin
+from kafkaupstream.logs import log_event
 from kafkaupstream.server.confs import LocalTokenStore, PreparedConfs, TokenStore
 from kafkaupstream.server.handler import ApisixConnection, RunnerState
 from kafkaupstream.server.tokens import ConfTokenRegistry
@@ -99,12 +100,12 @@ class RunnerServer:
             lambda: ApisixConnection(self.state), sock=sock, backlog=1024
         )
         event = "listening" if bound_here else "worker_accepting"
-        log.info("event=%s path=%s pid=%d", event, self.settings.socket_path, os.getpid())
+        log_event(log, logging.INFO, event, path=self.settings.socket_path, pid=os.getpid())
 
     def request_shutdown(self) -> None:
         """Signal handler entry point (SIGTERM/SIGINT): idempotent."""
         if not self.state.shutting_down:
-            log.info("event=shutdown_requested")
+            log_event(log, logging.INFO, "shutdown_requested")
             self.state.shutting_down = True
             self._stopped.set()
 
@@ -132,7 +133,7 @@ class RunnerServer:
             for task in pending:
                 task.cancel()
             if pending:
-                log.warning("event=shutdown_cancelled_exchanges count=%d", len(pending))
+                log_event(log, logging.WARNING, "shutdown_cancelled_exchanges", count=len(pending))
                 await asyncio.wait(pending, timeout=0.05)
         for conn in list(self.state.connections):
             conn.abort()
@@ -143,10 +144,12 @@ class RunnerServer:
             try:
                 await plugin.close(remaining)
             except Exception:
-                log.exception("event=plugin_close_failed plugin=%s", plugin.name)
+                log_event(
+                    log, logging.ERROR, "plugin_close_failed", exc_info=True, plugin=plugin.name
+                )
         if self._telemetry is not None:
             self._telemetry.close()
-        log.info("event=stopped elapsed_ms=%d", (time.monotonic() - started) * 1000)
+        log_event(log, logging.INFO, "stopped", elapsed_ms=(time.monotonic() - started) * 1000)
 
     def _unlink_socket_if_ours(self) -> None:
         if self._socket_identity is not None:
@@ -168,7 +171,7 @@ def unlink_if_ours(path: str, identity: tuple[int, int]) -> None:
     if (st.st_dev, st.st_ino) == identity:
         os.unlink(path)
     else:
-        log.info("event=socket_kept reason=replaced_by_another_runner")
+        log_event(log, logging.INFO, "socket_kept", reason="replaced_by_another_runner")
 
 
 def bind_unix_socket(path: str) -> socket.socket:

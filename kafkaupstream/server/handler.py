@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, cast
 
 from kafkaupstream.api import Answer, HTTPRequest, Plugin, PreparedConf
+from kafkaupstream.logs import log_event
 from kafkaupstream.plugin.answers import INTERNAL_ERROR, SHUTTING_DOWN, error_code
 from kafkaupstream.protocol import (
     NEED_DATA,
@@ -159,7 +160,9 @@ class ApisixConnection(asyncio.Protocol):
         try:
             data = self._conn.send(message)  # type: ignore[arg-type]
         except FrameTooLarge as exc:
-            log.error("event=reply_too_large cause=%r; answering SERVICE_UNAVAILABLE", str(exc))
+            log_event(
+                log, logging.ERROR, "reply_too_large", cause=str(exc), action="service_unavailable"
+            )
             data = self._conn.send(ErrorResponse(ErrorCode.SERVICE_UNAVAILABLE))
         self._transport.write(data)
 
@@ -186,13 +189,15 @@ class ApisixConnection(asyncio.Protocol):
                 if self._state.shutting_down:
                     return
         except PeerGone as exc:
-            log.warning("event=exchange_aborted cause=%r", str(exc))
+            log_event(log, logging.WARNING, "exchange_aborted", cause=str(exc))
         finally:
             if self._transport is not None:
                 self._transport.close()
 
     def _fail(self, exc: ProtocolError) -> None:
-        log.warning("event=malformed_frame cause=%r action=rpc_error_and_close", str(exc))
+        log_event(
+            log, logging.WARNING, "malformed_frame", cause=str(exc), action="rpc_error_and_close"
+        )
         if self._transport is not None and not self._transport.is_closing():
             self._transport.write(encode_message(ErrorResponse(exc.error_code)))
 
@@ -213,7 +218,7 @@ class ApisixConnection(asyncio.Protocol):
             else:  # the codec's state machine makes this unreachable; answer rather than hang
                 self._send(ErrorResponse(ErrorCode.BAD_REQUEST))
         except StoreUnavailable as exc:
-            log.error("event=token_store_unavailable cause=%r", str(exc))
+            log_event(log, logging.ERROR, "token_store_unavailable", cause=str(exc))
             self._send(ErrorResponse(ErrorCode.SERVICE_UNAVAILABLE))
 
     async def _prepared(self, token: int) -> tuple[PreparedConf, ...] | None:
@@ -223,7 +228,7 @@ class ApisixConnection(asyncio.Protocol):
         if prepared is None:
             prepared = await confs.resolve(token)
         if prepared is None:
-            log.info("event=conf_token_not_found token=%d", token)
+            log_event(log, logging.INFO, "conf_token_not_found", token=token)
             self._send(ErrorResponse(ErrorCode.CONF_TOKEN_NOT_FOUND))
         return prepared
 
@@ -259,7 +264,7 @@ class ApisixConnection(asyncio.Protocol):
                     _count(self._state.recorder, route, SHUTTING_DOWN)
             raise
         except Exception:
-            log.exception("event=plugin_failed request_id=%d", call.id)
+            log_event(log, logging.ERROR, "plugin_failed", exc_info=True, request_id=call.id)
             answer = INTERNAL_ERROR
         if answer is None:
             self._send(HTTPReqCallResponse(call.id, None))

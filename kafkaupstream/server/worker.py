@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import NoReturn
 
+from kafkaupstream.logs import log_event
 from kafkaupstream.server import eventloop
 from kafkaupstream.server.app import RunnerServer, ServerSettings
 from kafkaupstream.server.confs import TokenStore
@@ -91,7 +92,7 @@ def _child(
             sock.close()
         code = run_worker(spec)
     except BaseException:
-        log.exception("event=worker_crashed worker=%d", spec.index)
+        log_event(log, logging.ERROR, "worker_crashed", exc_info=True, worker=spec.index)
     finally:  # never return into the parent's stack (its loop, its finally blocks)
         for stream in (sys.stdout, sys.stderr):
             with contextlib.suppress(OSError, ValueError):
@@ -114,7 +115,7 @@ def run_worker(spec: WorkerSpec) -> int:
     # SIGKILL, not SIGTERM: the parent dies abruptly only when APISIX's 1 s budget is over
     # (or on a crash); the drain the parent would have coordinated is no longer possible.
     if not set_parent_death_signal(signal.SIGKILL):
-        log.warning("event=no_parent_death_signal fallback=channel_eof")
+        log_event(log, logging.WARNING, "no_parent_death_signal", fallback="channel_eof")
     if os.getppid() != spec.parent_pid:  # the parent died before prctl took effect
         return 0
     return eventloop.run(_serve(spec))

@@ -10,6 +10,7 @@ import json
 import logging
 import socket
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from harness.fake_apisix import ClientRequest, FakeApisix, PluginConf
 from kafkaupstream.api import Answer, HTTPRequest
 from kafkaupstream.builtin import StopPlugin
-from kafkaupstream.logs import JsonLineFormatter, message_fields
+from kafkaupstream.logs import JsonLineFormatter, RateLimit, log_event, render_value
 from kafkaupstream.observability import MetricsDir
 from kafkaupstream.observability.http import (
     BadRequest,
@@ -380,34 +381,88 @@ def test_bad_metrics_listen_addresses_are_refused(text: str) -> None:
 # --- JSON log lines -----------------------------------------------------------------------------
 
 
-def json_line(message: str, *args: object) -> dict[str, Any]:
-    record = logging.LogRecord("kafkaupstream.x", logging.WARNING, __file__, 1, message, args, None)
-    line = JsonLineFormatter().format(record)
-    assert "\n" not in line
-    parsed = json.loads(line)
-    assert isinstance(parsed, dict)
-    return parsed
+class Lines(logging.Handler):
+    """Keeps what one logger emits, formatted as the runner's text and JSON lines."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+    def json(self) -> list[dict[str, Any]]:
+        lines = [JsonLineFormatter().format(r) for r in self.records]
+        assert all("\n" not in line for line in lines)
+        return [json.loads(line) for line in lines]
 
 
-def test_json_lines_carry_the_event_and_its_fields() -> None:
-    line = json_line(
-        "event=producer_created producer=%s config=%s cause=%r",
-        "producer-1",
-        json.dumps({"bootstrap.servers": "k:9092", "acks": "all"}),
-        "it's\nbroken",
+@pytest.fixture
+def lines() -> Iterator[Lines]:
+    logger = logging.getLogger("kafkaupstream.test_lines")
+    handler = Lines()
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)
+    yield handler
+    logger.removeHandler(handler)
+
+
+def test_log_event_renders_the_text_and_hands_json_the_fields_as_given(lines: Lines) -> None:
+    logger = logging.getLogger("kafkaupstream.test_lines")
+    config = {"bootstrap.servers": "k:9092", "acks": "all"}
+    log_event(
+        logger,
+        logging.WARNING,
+        "producer_created",
+        producer="producer-1",
+        config=config,
+        cause="it's\nbroken",
+        left=3,
+        budget_s=0.7,
     )
+    (record,) = lines.records
+    assert record.getMessage() == (
+        "event=producer_created producer=producer-1 "
+        'config={"bootstrap.servers":"k:9092","acks":"all"} '
+        'cause="it\'s\\nbroken" left=3 budget_s=0.7'
+    )
+    (line,) = lines.json()
     assert line["event"] == "producer_created" and line["level"] == "warning"
     assert line["fields"] == {
         "producer": "producer-1",
-        "config": {"bootstrap.servers": "k:9092", "acks": "all"},
+        "config": config,
         "cause": "it's\nbroken",
+        "left": 3,
+        "budget_s": 0.7,
     }
+    assert line["msg"] == record.getMessage()
     assert line["ts"].endswith("Z") and len(line["ts"]) == len("2026-01-01T00:00:00.000Z")
 
 
-def test_a_message_without_fields_is_kept_whole() -> None:
-    line = json_line("plain text = not a field")
-    assert (
-        line["msg"] == "plain text = not a field" and "event" not in line and "fields" not in line
-    )
-    assert message_fields("a=1 b='x y' c") == {"a": "1", "b": "x y"}
+def test_a_line_not_logged_as_an_event_is_kept_whole(lines: Lines) -> None:
+    logging.getLogger("kafkaupstream.test_lines").warning("plain text = not a %s", "field")
+    (line,) = lines.json()
+    assert line["msg"] == "plain text = not a field" and "event" not in line
+    assert "fields" not in line
+
+
+def test_values_that_are_not_plain_tokens_are_quoted() -> None:
+    assert [render_value(v) for v in ("a-1.b:2", "", "two words", "x=y", None, True)] == [
+        "a-1.b:2",
+        "''",
+        "'two words'",
+        "'x=y'",
+        "-",
+        "True",
+    ]
+
+
+def test_a_rate_limit_lets_one_through_per_interval_and_counts_the_rest() -> None:
+    now = [100.0]
+    limit = RateLimit(5.0, clock=lambda: now[0])
+    assert limit.hit() == 0
+    assert [limit.hit(), limit.hit()] == [None, None]
+    assert limit.hit("other key") == 0  # keys are limited apart
+    now[0] += 5.0
+    assert limit.hit() == 2  # the two held back since
+    assert limit.hit() is None
