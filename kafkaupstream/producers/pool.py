@@ -10,7 +10,7 @@ import time
 from confluent_kafka import Producer
 
 from kafkaupstream.logs import log_event
-from kafkaupstream.producers.config import ConfigKey, ProducerConfig, canonical_config, redact
+from kafkaupstream.producers.config import ConfigKey, redact
 from kafkaupstream.producers.pooled import (
     DeliveryObserver,
     PooledProducer,
@@ -56,20 +56,16 @@ class ProducerPool:
         #: Producers replaced so far (for metrics).
         self.replaced = 0
         self._observer = observer
-        # get() normally runs on the loop thread; the lock keeps a stray thread from racing it.
+        # get_canonical() runs on the loop thread; the lock keeps a stray thread from racing it.
         self._lock = threading.Lock()
         self._closed = False
 
-    def get(self, config: ProducerConfig) -> PooledProducer:
-        """The producer for ``config``, created (and its poll thread started) on first use.
+    def get_canonical(self, key: ConfigKey) -> PooledProducer:
+        """The producer for a config in canonical form, created (with its poll thread) on first use.
 
         Raises :class:`ProducerConfigError` when librdkafka refuses the config, and
         :class:`ProducerClosedError` after :meth:`close`.
         """
-        return self.get_canonical(canonical_config(config))
-
-    def get_canonical(self, key: ConfigKey) -> PooledProducer:
-        """:meth:`get` for a config already in canonical form (the per-request path)."""
         if self._closed:
             raise ProducerClosedError("the producer pool is closed")
         found = self._producers.get(key)
