@@ -98,6 +98,15 @@ class RateLimit:
             self._seen[key] = (now + self._interval_s, 0)
         return held
 
+    def log(
+        self, logger: logging.Logger, level: int, event: str, /, *, counted: str, **fields: object
+    ) -> None:
+        """:func:`log_event` unless held back; ``counted`` names the field that says how many
+        events the line stands for (this one and those held back before it)."""
+        held = self.hit()
+        if held is not None:
+            log_event(logger, level, event, **fields, **{counted: held + 1})
+
 
 class JsonLineFormatter(logging.Formatter):
     """One JSON object per line, for log shippers."""

@@ -196,18 +196,10 @@ class Monitor:
         }
 
     def _log_up(self, name: str, watch: _Watch, now: float) -> None:
-        if watch.reachable is False:
-            log_event(
-                log,
-                logging.INFO,
-                "broker_reachable",
-                producer=name,
-                bootstrap=",".join(watch.bootstrap),
-                down_s=round(now - watch.since, 1),
-            )
-        else:
-            bootstrap = ",".join(watch.bootstrap)
-            log_event(log, logging.INFO, "broker_reachable", producer=name, bootstrap=bootstrap)
+        # After an outage, say how long it lasted; the first verdict has nothing to add.
+        down = {"down_s": round(now - watch.since, 1)} if watch.reachable is False else {}
+        bootstrap = ",".join(watch.bootstrap)
+        log_event(log, logging.INFO, "broker_reachable", producer=name, bootstrap=bootstrap, **down)
         watch.reachable = True
         watch.since = now
 

@@ -145,15 +145,13 @@ class KafkaUpstreamPlugin(Plugin):
         # One warning per interval with the number refused since the last one, not one per
         # request: under a broker stall that could be thousands a second.
         self.refused_in_flight_cap += 1
-        held = self._cap_log.hit()
-        if held is not None:
-            log_event(
-                log,
-                logging.WARNING,
-                "in_flight_cap_reached",
-                max_in_flight=self._max_in_flight,
-                refused=held + 1,
-            )
+        self._cap_log.log(
+            log,
+            logging.WARNING,
+            "in_flight_cap_reached",
+            counted="refused",
+            max_in_flight=self._max_in_flight,
+        )
 
     async def close(self, timeout: float) -> None:
         if self._pool is not None:

@@ -247,17 +247,15 @@ class PooledProducer:
         return failure(error)
 
     def _log_unwatched_failure(self, outcome: Failed, topic: str | None) -> None:
-        held = self._failure_log.hit()
-        if held is not None:
-            log_event(
-                _LOG,
-                logging.WARNING,
-                "queued_record_lost",
-                producer=self.name,
-                topic=topic,
-                error=outcome.error_name,
-                count=held + 1,
-            )
+        self._failure_log.log(
+            _LOG,
+            logging.WARNING,
+            "queued_record_lost",
+            counted="count",
+            producer=self.name,
+            topic=topic,
+            error=outcome.error_name,
+        )
 
     def _poll_forever(self) -> None:
         while not self._stopping.is_set():

@@ -466,3 +466,17 @@ def test_a_rate_limit_lets_one_through_per_interval_and_counts_the_rest() -> Non
     now[0] += 5.0
     assert limit.hit() == 2  # the two held back since
     assert limit.hit() is None
+
+
+def test_a_rate_limited_event_says_how_many_it_stands_for(lines: Lines) -> None:
+    logger = logging.getLogger("kafkaupstream.test_lines")
+    now = [0.0]
+    limit = RateLimit(5.0, clock=lambda: now[0])
+    for _ in range(3):
+        limit.log(logger, logging.WARNING, "in_flight_cap_reached", counted="refused", cap=8)
+    now[0] = 5.0
+    limit.log(logger, logging.WARNING, "in_flight_cap_reached", counted="refused", cap=8)
+    assert [r.getMessage() for r in lines.records] == [
+        "event=in_flight_cap_reached cap=8 refused=1",
+        "event=in_flight_cap_reached cap=8 refused=3",
+    ]
