@@ -149,7 +149,7 @@ class RunnerServer:
                 )
         if self._telemetry is not None:
             self._telemetry.close()
-        log_event(log, logging.INFO, "stopped", elapsed_ms=(time.monotonic() - started) * 1000)
+        log_event(log, logging.INFO, "stopped", elapsed_ms=int((time.monotonic() - started) * 1000))
 
     def _unlink_socket_if_ours(self) -> None:
         if self._socket_identity is not None:

@@ -128,7 +128,7 @@ class Supervisor:
             self._wake_r.close()
             self._wake_w.close()
         if self._stop_started is not None:
-            elapsed_ms = (time.monotonic() - self._stop_started) * 1000
+            elapsed_ms = int((time.monotonic() - self._stop_started) * 1000)
             log_event(log, logging.INFO, "stopped", elapsed_ms=elapsed_ms)
         return self._exit_code
 
