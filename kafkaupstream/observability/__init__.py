@@ -30,7 +30,6 @@ from typing import TYPE_CHECKING
 
 from kafkaupstream.observability.files import MetricsDir
 from kafkaupstream.observability.http import Address, parse_address
-from kafkaupstream.observability.labels import UNKNOWN, redact_bootstrap, route_label
 from kafkaupstream.observability.report import RunnerStatus, RunnerView, WorkerState
 
 if TYPE_CHECKING:
@@ -112,7 +111,6 @@ class Telemetry:
 
 
 __all__ = [
-    "UNKNOWN",
     "Address",
     "MetricsDir",
     "MetricsSetup",
@@ -121,6 +119,4 @@ __all__ = [
     "Telemetry",
     "WorkerState",
     "parse_address",
-    "redact_bootstrap",
-    "route_label",
 ]
