@@ -18,7 +18,6 @@ import asyncio
 import inspect
 import logging
 import os
-import signal
 import sys
 import threading
 import time
@@ -31,6 +30,7 @@ from harness.http11 import MAX_BODY_BYTES, STREAM_LIMIT, HTTPError, Request, rea
 from harness.pipeline import Answer, Pipeline, page
 from harness.replay.recorder import RecordingWriter, recording_hook
 from harness.routes import GatewayConfig, load_config
+from harness.signals import log_to_stderr, until_stopped
 
 log = logging.getLogger(__name__)
 
@@ -396,12 +396,8 @@ async def _run(args: argparse.Namespace) -> int:
         server_version=args.server_version,
         on_exchange=recording_hook(writer) if writer else None,
     )
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
     try:
-        await stop.wait()
+        await until_stopped()
     finally:
         await gateway.close()
         if writer is not None:
@@ -411,11 +407,7 @@ async def _run(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level.upper(),
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-    )
+    log_to_stderr(args.log_level)
     try:
         return asyncio.run(_run(args))
     except (OSError, ValueError) as exc:

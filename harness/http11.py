@@ -60,7 +60,6 @@ class Request:
     version: str
     headers: Headers
     body: bytes
-    chunked: bool = False
 
     def header(self, name: str) -> str | None:
         return first_header(self.headers, name)
@@ -302,7 +301,7 @@ async def read_request(
         body = await _read_exactly(reader, length)
     else:
         body = b""
-    return Request(method, target, version, headers, body, chunked)
+    return Request(method, target, version, headers, body)
 
 
 async def read_response(

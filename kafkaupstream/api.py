@@ -6,13 +6,12 @@ variables it fetches lazily through ``await``) and returns an :class:`Answer` or
 
 from __future__ import annotations
 
-import ipaddress
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from kafkaupstream.protocol.messages import Entries, Method
+from kafkaupstream.protocol.messages import Entries
 
 #: Asks APISIX for one piece of ExtraInfo; returns None when APISIX has nothing.
 InfoFetcher = Callable[[], Awaitable[bytes | None]]
@@ -26,9 +25,6 @@ class Answer:
     status: int
     body: bytes = b""
     headers: tuple[tuple[str, str], ...] = ()
-    #: The error code of a refusal (``""`` for a success), for metrics; never sent as such
-    #: (the body says it to the client).
-    error: str = ""
 
 
 class HTTPRequest:
@@ -70,21 +66,6 @@ class HTTPRequest:
         self._body: bytes | None = None
         self._vars: dict[str, bytes | None] = {}
 
-    @property
-    def method_name(self) -> str:
-        """The method's name (``"POST"``), or ``"UNKNOWN(n)"`` for a value outside the enum."""
-        try:
-            return Method(self.method).name
-        except ValueError:
-            return f"UNKNOWN({self.method})"
-
-    @property
-    def client_ip(self) -> str:
-        """The client address as text; empty when APISIX sent no usable address."""
-        if len(self.src_ip) in (4, 16):
-            return str(ipaddress.ip_address(self.src_ip))
-        return ""
-
     def header(self, name: str) -> str | None:
         """The first value of a header, matched case-insensitively (APISIX lower-cases names)."""
         wanted = name.lower()
@@ -106,12 +87,15 @@ class HTTPRequest:
         return self._vars[name]
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class PreparedConf:
-    """What a plugin made of one conf entry at PrepareConf time."""
+    """What a plugin made of one conf entry at PrepareConf time, and the route it serves."""
 
     plugin: Plugin
     state: Any = field(default=None)
+    #: The metrics label of the PrepareConf key (the APISIX route id); the server counts the
+    #: plugin's answers under it.
+    route: str = ""
 
 
 class Plugin(ABC):
@@ -127,19 +111,9 @@ class Plugin(ABC):
         so one bad route never affects another.
         """
 
-    def prepare_conf(self, value: str, key: str) -> Any:
-        """What the server calls at PrepareConf; ``key`` is APISIX's ``route#<id>#<plugin>#<v>``.
-
-        The default ignores the key, so a plugin that only defines :meth:`prepare` keeps working.
-        """
-        return self.prepare(value)
-
     @abstractmethod
     async def handle(self, state: Any, request: HTTPRequest) -> Answer | None:
         """Answer the request (Stop) or return None to let the next plugin / upstream have it."""
-
-    async def start(self) -> None:  # noqa: B027 - optional hook
-        """Called once when the server starts (after any fork)."""
 
     async def close(self, timeout: float) -> None:  # noqa: B027 - optional hook
         """Called once on shutdown, after in-flight requests finished; bounded by ``timeout``."""

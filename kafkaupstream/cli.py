@@ -9,7 +9,7 @@ import sys
 from collections.abc import Sequence
 
 from kafkaupstream import __version__
-from kafkaupstream.logs import configure_logging
+from kafkaupstream.logs import configure_logging, log_event
 
 log = logging.getLogger("kafkaupstream")
 
@@ -142,7 +142,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
             metrics_listen=args.metrics_listen,
         )
     except ValueError as exc:
-        log.error("event=bad_environment cause=%r", str(exc))
+        log_event(log, logging.ERROR, "bad_environment", cause=str(exc))
         return 2
     return serve(options)
 

@@ -1,79 +1,131 @@
-"""Logging setup: stderr (APISIX captures it), one line per event, text or JSON lines.
+"""Logging: stderr (APISIX captures it), one line per event, text or JSON lines.
 
-Every event is logged as ``event=NAME key=value ...``. In JSON each line also carries ``event``
-and ``fields`` (those pairs parsed back: quoted values unquoted, JSON values decoded), so a log
-shipper can filter on ``fields.producer`` without a regex. The parent and every worker write to
-the same stderr, one whole line per write; ``pid`` tells them apart.
+Every event is logged through :func:`log_event` as ``event=NAME key=value ...``. In JSON each line
+also carries ``event`` and ``fields`` (the values as they were given, not parsed back from the
+text), so a log shipper can filter on ``fields.producer`` without a regex. The parent and every
+worker write to the same stderr, one whole line per write; ``pid`` tells them apart. Events that
+can repeat thousands of times a second are let through by a :class:`RateLimit`, with a count.
 """
 
 from __future__ import annotations
 
-import ast
 import json
 import logging
-import re
 import sys
 import threading
 import time
+from collections.abc import Callable, Hashable
 from typing import Any
 
-_KEY = re.compile(r"(?:^|(?<=\s))([A-Za-z_][\w.]*)=")
-_QUOTED = re.compile(r"""'(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*\"""")
-_TOKEN = re.compile(r"\S*")
-_JSON = json.JSONDecoder()
+#: The LogRecord attributes :func:`log_event` sets for :class:`JsonLineFormatter`.
+_EVENT = "kafkaupstream_event"
+_FIELDS = "kafkaupstream_fields"
+_PLAIN = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-.:/#,@[]+")
 
 
-def message_fields(message: str) -> dict[str, Any]:
-    """The ``key=value`` pairs of a log message; text around them is ignored."""
-    fields: dict[str, Any] = {}
-    pos = 0
-    while (key := _KEY.search(message, pos)) is not None:
-        start = key.end()
-        value: Any
-        quoted = _QUOTED.match(message, start)
-        if quoted is not None:
-            value, pos = _unquote(quoted.group(0)), quoted.end()
-        else:
-            value, pos = None, start
-            if message[start : start + 1] in ("{", "["):
-                try:
-                    value, pos = _JSON.raw_decode(message, start)
-                except ValueError:
-                    value = None
-            if value is None:
-                token = _TOKEN.match(message, start)
-                assert token is not None  # \S* always matches
-                value, pos = token.group(0), token.end()
-        fields[key.group(1)] = value
-    return fields
+def render_value(value: object) -> str:
+    """A field value as the text form writes it: plain tokens bare, other text quoted."""
+    if isinstance(value, bool | int):
+        return str(value)
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, str):
+        return value if value and _PLAIN.issuperset(value) else repr(value)
+    if value is None:
+        return "-"
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=str)
 
 
-def _unquote(literal: str) -> str:
-    try:
-        value = ast.literal_eval(literal)
-    except (ValueError, SyntaxError):
-        return literal
-    return value if isinstance(value, str) else literal
+def render_event(event: str, fields: dict[str, object]) -> str:
+    """``event=NAME key=value ...``: the text form of one event."""
+    parts = [f"event={event}"]
+    parts.extend(f"{key}={render_value(value)}" for key, value in fields.items())
+    return " ".join(parts)
+
+
+def log_event(
+    logger: logging.Logger,
+    level: int,
+    event: str,
+    /,
+    *,
+    exc_info: Any = None,
+    **fields: object,
+) -> None:
+    """Log one event: its text form as the message, its fields as they are for JSON lines."""
+    if logger.isEnabledFor(level):
+        logger.log(
+            level,
+            "%s",
+            render_event(event, fields),
+            exc_info=exc_info,
+            extra={_EVENT: event, _FIELDS: fields},
+            stacklevel=2,
+        )
+
+
+class RateLimit:
+    """Lets an event through at most once per interval (per key), counting what it held back.
+
+    Any thread may call it. Distinct keys are remembered up to ``max_keys``; past that the
+    memory is reset rather than grown.
+    """
+
+    def __init__(
+        self,
+        interval_s: float,
+        *,
+        max_keys: int = 256,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._interval_s = interval_s
+        self._max_keys = max_keys
+        self._clock = clock
+        self._lock = threading.Lock()
+        #: key -> (when it may next be let through, how many were held back since)
+        self._seen: dict[Hashable, tuple[float, int]] = {}
+
+    def hit(self, key: Hashable = None) -> int | None:
+        """None: hold this one back. Else let it through: how many were held back before it."""
+        now = self._clock()
+        with self._lock:
+            allowed_at, held = self._seen.get(key, (0.0, 0))
+            if now < allowed_at:
+                self._seen[key] = (allowed_at, held + 1)
+                return None
+            if len(self._seen) >= self._max_keys and key not in self._seen:
+                self._seen.clear()
+            self._seen[key] = (now + self._interval_s, 0)
+        return held
+
+    def log(
+        self, logger: logging.Logger, level: int, event: str, /, *, counted: str, **fields: object
+    ) -> None:
+        """:func:`log_event` unless held back; ``counted`` names the field that says how many
+        events the line stands for (this one and those held back before it)."""
+        held = self.hit()
+        if held is not None:
+            log_event(logger, level, event, **fields, **{counted: held + 1})
 
 
 class JsonLineFormatter(logging.Formatter):
     """One JSON object per line, for log shippers."""
 
     def format(self, record: logging.LogRecord) -> str:
-        message = record.getMessage()
         moment = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
         line: dict[str, Any] = {
             "ts": f"{moment}.{int(record.msecs):03d}Z",
             "level": record.levelname.lower(),
             "logger": record.name,
             "pid": record.process,
-            "msg": message,
+            "msg": record.getMessage(),
         }
-        fields = message_fields(message)
-        if "event" in fields:
-            line["event"] = fields.pop("event")
-        if fields:
-            line["fields"] = fields
+        event = getattr(record, _EVENT, None)
+        if event is not None:
+            line["event"] = event
+            fields = getattr(record, _FIELDS, None)
+            if fields:
+                line["fields"] = fields
         if record.exc_info:
             line["exc"] = self.formatException(record.exc_info)
         return json.dumps(line, ensure_ascii=False, default=str)
@@ -104,12 +156,19 @@ def _log_thread_crash(args: threading.ExceptHookArgs) -> None:
     if args.exc_type is SystemExit:
         return
     name = args.thread.name if args.thread is not None else "?"
-    logging.getLogger("kafkaupstream").critical(
-        "event=thread_crashed thread=%s",
-        name,
+    log_event(
+        logging.getLogger("kafkaupstream"),
+        logging.CRITICAL,
+        "thread_crashed",
         exc_info=(args.exc_type, args.exc_value or args.exc_type(), args.exc_traceback),
+        thread=name,
     )
 
 
 def _log_crash(exc_type: Any, exc: BaseException, tb: Any) -> None:
-    logging.getLogger("kafkaupstream").critical("event=crashed", exc_info=(exc_type, exc, tb))
+    log_event(
+        logging.getLogger("kafkaupstream"),
+        logging.CRITICAL,
+        "crashed",
+        exc_info=(exc_type, exc, tb),
+    )

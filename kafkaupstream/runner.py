@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 from kafkaupstream.api import Plugin
 from kafkaupstream.builtin import StopPlugin
+from kafkaupstream.logs import log_event
 from kafkaupstream.observability import (
     Address,
     MetricsDir,
@@ -35,7 +36,7 @@ from kafkaupstream.server import (
     eventloop,
     parse_listen_address,
 )
-from kafkaupstream.server.confs import ConfList, LocalTokenStore
+from kafkaupstream.server.confs import ConfList, LocalTokenStore, TokenStore
 
 log = logging.getLogger(__name__)
 
@@ -128,21 +129,31 @@ def _max_in_flight(value: int | str | None) -> int:
     return value
 
 
-def build_plugins(options: RunnerOptions, metrics: MetricsSetup | None = None) -> list[Plugin]:
-    """The plugins this runner serves, by conf name (called in each worker, after the fork)."""
-    from kafkaupstream.plugin.kafka_plugin import KafkaUpstreamPlugin
+def build_server(
+    options: RunnerOptions,
+    metrics: MetricsSetup | None,
+    settings: ServerSettings,
+    store: TokenStore,
+) -> RunnerServer:
+    """One process's server: its plugins and, with ``--metrics-listen``, its telemetry.
 
-    if metrics is None:
-        kafka = KafkaUpstreamPlugin(max_in_flight=options.max_in_flight)
-    else:
-        telemetry = Telemetry(metrics.directory)
-        kafka = KafkaUpstreamPlugin(
-            telemetry.pool_factory, max_in_flight=options.max_in_flight, telemetry=telemetry
-        )
+    The one place telemetry is wired: called in each worker after the fork (or once, by the
+    single process), so producers, their threads and the metrics files are this process's own.
+    """
+    from kafkaupstream.plugin.kafka_plugin import KafkaUpstreamPlugin
+    from kafkaupstream.producers import ProducerPool
+
+    telemetry = Telemetry(metrics.directory) if metrics is not None else None
+    kafka = KafkaUpstreamPlugin(
+        ProducerPool if telemetry is None else telemetry.pool_factory,
+        max_in_flight=options.max_in_flight,
+    )
+    if telemetry is not None:
+        telemetry.watch(kafka)
     plugins: list[Plugin] = [kafka]
     if options.test_plugins:
         plugins.append(StopPlugin())
-    return plugins
+    return RunnerServer(settings, plugins, store, telemetry)
 
 
 def serve(options: RunnerOptions) -> int:
@@ -160,32 +171,32 @@ def serve(options: RunnerOptions) -> int:
 def _serve(options: RunnerOptions, metrics: MetricsSetup | None) -> int:
     if options.workers == 1:
         return eventloop.run(run_runner(options, metrics))
-    make_plugins = functools.partial(build_plugins, options, metrics)
-    return Supervisor(options.settings, options.workers, make_plugins, metrics=metrics).run()
+    make_server = functools.partial(build_server, options, metrics)
+    return Supervisor(options.settings, options.workers, make_server, metrics=metrics).run()
 
 
 async def run_runner(options: RunnerOptions, metrics: MetricsSetup | None = None) -> int:
     """The single-process runner (``--workers 1``)."""
     registry: ConfTokenRegistry[ConfList] = ConfTokenRegistry(options.settings.conf_expire_s)
-    server = RunnerServer(
-        options.settings, build_plugins(options, metrics), LocalTokenStore(registry)
-    )
+    server = build_server(options, metrics, options.settings, LocalTokenStore(registry))
     try:
         await server.start()
     except OSError as exc:
-        log.error("event=cannot_listen path=%s cause=%r", options.settings.socket_path, str(exc))
+        log_event(
+            log, logging.ERROR, "cannot_listen", path=options.settings.socket_path, cause=str(exc)
+        )
         return 1
     http = None
     if metrics is not None:
-        from kafkaupstream.observability.aioserver import AsyncHttpServer
         from kafkaupstream.observability.endpoint import Endpoint
+        from kafkaupstream.observability.http import HttpThread
 
         endpoint = Endpoint(metrics.directory, _SingleProcess(server, registry))
-        http = AsyncHttpServer(metrics.address, endpoint.respond)
+        http = HttpThread(metrics.address, endpoint.respond)
         http.start()
     await server.serve_until_stopped()
     if http is not None:
-        await http.close()
+        http.close()
     return 0
 
 

@@ -50,8 +50,6 @@ class Row:
     error: str = ""
     #: The event loop the server process was seen using (runner rows).
     server_loop: str | None = None
-    #: Accepted (200/202) answers whose record the broker does not hold (Kafka rows).
-    missing_records: int = 0
 
 
 def load_summary(

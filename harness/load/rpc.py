@@ -24,6 +24,7 @@ from kafkaupstream.protocol import (
     ExtraInfoRequest,
     ExtraInfoResponse,
     HTTPReqCallRequest,
+    MessageType,
     Method,
     PrepareConfRequest,
     PrepareConfResponse,
@@ -33,6 +34,7 @@ from kafkaupstream.protocol import (
     decode_runner_message,
     encode_message,
 )
+from kafkaupstream.protocol._schema import ACTION_STOP, INFO_REQ_BODY
 
 #: APISIX's retry budget for CONF_TOKEN_NOT_FOUND.
 MAX_ATTEMPTS = 3
@@ -41,9 +43,10 @@ RPC_FAILED_STATUS = 503
 #: Status recorded for a call the runner let through (no action, or a Rewrite): the upstream's turn.
 PASS_THROUGH_STATUS = 0
 
-_TYPE_ERROR, _TYPE_PREPARE, _TYPE_REQ_CALL, _TYPE_EXTRA_INFO = 0, 1, 2, 3
-_ACTION_STOP = 1
-_INFO_REQ_BODY = 2
+# Plain ints for the per-frame comparisons, from the codec's own definitions.
+_TYPE_ERROR = int(MessageType.RPC_ERROR)
+_TYPE_REQ_CALL = int(MessageType.HTTP_REQ_CALL)
+_TYPE_EXTRA_INFO = int(MessageType.EXTRA_INFO)
 _u8 = struct.Struct("<B").unpack_from
 _u16 = struct.Struct("<H").unpack_from
 _u32 = struct.Struct("<I").unpack_from
@@ -84,7 +87,7 @@ def stop_status(payload: bytes) -> int:
     """The HTTP status of an HTTPReqCall answer: Stop's status (0 means 200), else pass-through."""
     root = _root(payload)
     at = _field(payload, root, 1)
-    if not at or payload[at] != _ACTION_STOP:
+    if not at or payload[at] != ACTION_STOP:
         return PASS_THROUGH_STATUS
     at = _field(payload, root, 2)
     stop = at + _u32(payload, at)[0]
@@ -94,7 +97,7 @@ def stop_status(payload: bytes) -> int:
 
 
 def extra_info_kind(payload: bytes) -> int:
-    """The union discriminator of an ExtraInfo request (1 Var, 2 ReqBody, 3 RespBody)."""
+    """The union discriminator of an ExtraInfo request (``_schema.INFO_*``)."""
     at = _field(payload, _root(payload), 0)
     return payload[at] if at else 0
 
@@ -168,7 +171,7 @@ class _FrameProtocol(asyncio.Protocol):
 def _asks_body(payload: bytes) -> bool:
     """An ExtraInfo ReqBody request (anything unreadable is left to the coroutine to report)."""
     try:
-        return extra_info_kind(payload) == _INFO_REQ_BODY
+        return extra_info_kind(payload) == INFO_REQ_BODY
     except (struct.error, IndexError):
         return False
 

@@ -111,7 +111,6 @@ class Recording:
     exchanges: tuple[Exchange, ...]
     #: "jsonl v1", "har 1.2", ...: for the summary.
     kind: str
-    redacted: bool = True
     #: Entries that could not be replayed (a HAR entry without a response).
     skipped: int = 0
 
@@ -287,7 +286,7 @@ def read_jsonl(lines: Iterable[str], name: str) -> Recording:
     exchanges = tuple(
         exchange_from_json(_json(line, f"{name}:{i}"), f"{name}:{i}") for i, line in numbered
     )
-    return Recording(exchanges, f"jsonl v{VERSION}", redacted=bool(header.get("redacted", True)))
+    return Recording(exchanges, f"jsonl v{VERSION}")
 
 
 def _json(text: str, where: str) -> Any:

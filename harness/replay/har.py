@@ -129,4 +129,4 @@ def read_har(obj: Mapping[str, Any], name: str) -> Recording:
     exchanges.sort(key=lambda e: e.started)
     version = log.get("version", "1.2")
     # Whatever a HAR holds, it holds as the browser saw it: nothing was redacted.
-    return Recording(tuple(exchanges), f"har {version}", redacted=False, skipped=skipped)
+    return Recording(tuple(exchanges), f"har {version}", skipped=skipped)

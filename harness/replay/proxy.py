@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import signal
 import sys
 from collections.abc import Sequence
 from urllib.parse import urlsplit
@@ -20,6 +19,7 @@ from urllib.parse import urlsplit
 from harness.gateway import Gateway, parse_listen
 from harness.replay.recorder import RecordingWriter, recording_hook
 from harness.routes import GatewayConfig, Route, Upstream
+from harness.signals import log_to_stderr, until_stopped
 
 log = logging.getLogger(__name__)
 
@@ -101,12 +101,8 @@ async def _run(args: argparse.Namespace) -> int:
             f"Recording: {gateway.url} -> http://{host}:{port}, writing {args.out}; Ctrl-C stops.",
             flush=True,
         )
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
         try:
-            await stop.wait()
+            await until_stopped()
         finally:
             await gateway.close()
         print(f"Recorded {writer.count} exchange(s) to {args.out}", flush=True)
@@ -115,11 +111,7 @@ async def _run(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level.upper(),
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-    )
+    log_to_stderr(args.log_level)
     try:
         return asyncio.run(_run(args))
     except OSError as exc:

@@ -14,9 +14,9 @@ Design, for N worker processes forked by one parent:
   (``monitor.py``: in-flight requests, per-producer queue depth and broker reachability), the
   parent exports the gauges from the reports of the workers alive now, and deletes a dead
   worker's report when it reaps it: no stale gauge. The same reports answer ``/health``.
-- **HTTP** is served by the parent from its existing poll loop (``pollserver.py``): no thread and
-  no asyncio in a process that forks. With ``--workers 1`` there is no fork and no parent: the
-  process serves it on its own asyncio loop (``aioserver.py``), from the same directory.
+- **HTTP** is one server (``http.py``): the parent runs it on its existing poll loop (no thread
+  and no asyncio in a process that forks); with ``--workers 1`` there is no fork and no parent,
+  and the process runs it in a thread of its own, from the same directory.
 - **Labels** never carry secrets or client-chosen text (``labels.py``): routes are APISIX route
   ids from the PrepareConf key, topics are the allow-listed ones actually produced to, errors
   are our answer codes and librdkafka's error names; routes and topics are capped per process.
@@ -30,7 +30,6 @@ from typing import TYPE_CHECKING
 
 from kafkaupstream.observability.files import MetricsDir
 from kafkaupstream.observability.http import Address, parse_address
-from kafkaupstream.observability.labels import UNKNOWN, redact_bootstrap, route_label
 from kafkaupstream.observability.report import RunnerStatus, RunnerView, WorkerState
 
 if TYPE_CHECKING:
@@ -52,13 +51,19 @@ FOLD_EVERY_S = 0.1
 
 
 class Telemetry:
-    """One worker's metrics: made in the worker (after the fork), handed to the plugin."""
+    """One worker's metrics: made in the worker (after the fork), run by its server.
+
+    The server counts every answer (:attr:`recorder`), starts the monitor when it starts and
+    stops it around the plugins' close; the plugin's producer pool comes from
+    :meth:`pool_factory` so that its delivery reports are counted too.
+    """
 
     def __init__(self, directory: MetricsDir) -> None:
         from kafkaupstream.observability.recorder import Recorder
 
         self.directory = directory
         self.recorder: Recorder = Recorder()
+        self._source: TelemetrySource | None = None
         self._monitor: Monitor | None = None
         self._folding: asyncio.TimerHandle | None = None
 
@@ -68,12 +73,17 @@ class Telemetry:
 
         return ProducerPool(observer=self.recorder.delivery)
 
-    def start(self, source: TelemetrySource) -> None:
+    def watch(self, source: TelemetrySource) -> None:
+        """The plugin whose in-flight count, producers and refusals the monitor reports."""
+        self._source = source
+
+    def start(self) -> None:
         """On the worker's loop: start reporting and probing."""
         from kafkaupstream.observability.monitor import Monitor
 
-        self._monitor = Monitor(source, self.directory, self.recorder)
-        self._monitor.start()
+        if self._source is not None:
+            self._monitor = Monitor(self._source, self.directory, self.recorder)
+            self._monitor.start()
         self._fold_later()
 
     async def stop(self) -> None:
@@ -82,10 +92,12 @@ class Telemetry:
             await self._monitor.stop()
 
     def close(self) -> None:
-        """After the producers are flushed: count their last reports."""
+        """After the producers are flushed: count their last reports and refusals."""
         if self._folding is not None:
             self._folding.cancel()
             self._folding = None
+        if self._monitor is not None:
+            self._monitor.count_totals()
         self.recorder.fold()
 
     def _fold_later(self) -> None:
@@ -99,7 +111,6 @@ class Telemetry:
 
 
 __all__ = [
-    "UNKNOWN",
     "Address",
     "MetricsDir",
     "MetricsSetup",
@@ -108,6 +119,4 @@ __all__ = [
     "Telemetry",
     "WorkerState",
     "parse_address",
-    "redact_bootstrap",
-    "route_label",
 ]

@@ -17,6 +17,8 @@ import shutil
 import tempfile
 from typing import Any
 
+from kafkaupstream.logs import log_event
+
 log = logging.getLogger(__name__)
 
 ENV = "PROMETHEUS_MULTIPROC_DIR"
@@ -40,7 +42,7 @@ class MetricsDir:
         path = tempfile.mkdtemp(prefix="kafkaupstream-metrics-")
         os.environ[ENV] = path
         _use_multiprocess_values()
-        log.info("event=metrics_dir_created path=%s", path)
+        log_event(log, logging.INFO, "metrics_dir_created", path=path)
         return cls(path)
 
     # --- health reports (one writer per file: its worker) --------------------------------------
@@ -81,7 +83,9 @@ class MetricsDir:
             try:
                 self._compact(typ, pid)
             except OSError as exc:  # the counts stay in the dead worker's own file
-                log.warning("event=metrics_compaction_failed pid=%d cause=%r", pid, str(exc))
+                log_event(
+                    log, logging.WARNING, "metrics_compaction_failed", pid=pid, cause=str(exc)
+                )
 
     def _compact(self, typ: str, pid: int) -> None:
         """Add ``<typ>_<pid>.db`` into ``<typ>_archive.db``, so restarts do not pile up files."""

@@ -22,6 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from kafkaupstream.logs import log_event
 from kafkaupstream.observability.files import MetricsDir
 from kafkaupstream.observability.labels import redact_bootstrap
 from kafkaupstream.observability.recorder import Recorder
@@ -38,13 +39,17 @@ FAILURES_TO_DOWN = 2
 
 
 class TelemetrySource(Protocol):
-    """What the monitor watches: the plugin's in-flight count and its producer pool."""
+    """What the monitor watches: the plugin's in-flight count, producer pool and refusals."""
 
     @property
     def in_flight(self) -> int: ...
 
     @property
     def producer_pool(self) -> ProducerPool | None: ...
+
+    #: ``503 backpressure`` answers since start, by reason.
+    refused_queue_full: int
+    refused_in_flight_cap: int
 
 
 @dataclass(slots=True)
@@ -79,6 +84,7 @@ class Monitor:
         self._clock = clock
         self._watches: dict[str, _Watch] = {}
         self._replaced_seen = 0
+        self._refused_seen = {"queue_full": 0, "in_flight_cap": 0}
         self._task: asyncio.Task[None] | None = None
         self._pid = os.getpid()
 
@@ -101,16 +107,14 @@ class Monitor:
             except asyncio.CancelledError:
                 raise
             except Exception:
-                log.exception("event=monitor_cycle_failed action=retry")
+                log_event(log, logging.ERROR, "monitor_cycle_failed", exc_info=True, action="retry")
             await asyncio.sleep(self._cycle_s)
 
     async def cycle(self) -> None:
         """One look at every producer, then this worker's report."""
         pool = self._source.producer_pool
         producers = pool.producers if pool is not None else ()
-        if pool is not None and pool.replaced > self._replaced_seen:
-            self._recorder.producers_replaced(pool.replaced - self._replaced_seen)
-            self._replaced_seen = pool.replaced
+        self.count_totals()
         now = self._clock()
         results = await asyncio.gather(*(self._observe(p, now) for p in producers))
         entries = [
@@ -128,6 +132,22 @@ class Monitor:
             "producers": entries,
         }
         await asyncio.to_thread(self._dir.write_report, self._pid, report)
+
+    def count_totals(self) -> None:
+        """Count what the plugin and its pool added to their totals since the last look."""
+        source = self._source
+        pool = source.producer_pool
+        if pool is not None and pool.replaced > self._replaced_seen:
+            self._recorder.producers_replaced(pool.replaced - self._replaced_seen)
+            self._replaced_seen = pool.replaced
+        totals = (
+            ("queue_full", source.refused_queue_full),
+            ("in_flight_cap", source.refused_in_flight_cap),
+        )
+        for reason, total in totals:
+            if total > self._refused_seen[reason]:
+                self._recorder.refused(reason, total - self._refused_seen[reason])
+                self._refused_seen[reason] = total
 
     async def _observe(
         self, producer: PooledProducer, now: float
@@ -176,26 +196,22 @@ class Monitor:
         }
 
     def _log_up(self, name: str, watch: _Watch, now: float) -> None:
-        if watch.reachable is False:
-            log.info(
-                "event=broker_reachable producer=%s bootstrap=%s down_s=%.1f",
-                name,
-                ",".join(watch.bootstrap),
-                now - watch.since,
-            )
-        else:
-            bootstrap = ",".join(watch.bootstrap)
-            log.info("event=broker_reachable producer=%s bootstrap=%s", name, bootstrap)
+        # After an outage, say how long it lasted; the first verdict has nothing to add.
+        down = {"down_s": round(now - watch.since, 1)} if watch.reachable is False else {}
+        bootstrap = ",".join(watch.bootstrap)
+        log_event(log, logging.INFO, "broker_reachable", producer=name, bootstrap=bootstrap, **down)
         watch.reachable = True
         watch.since = now
 
     def _log_down(self, name: str, watch: _Watch, stats: ProducerStats, now: float) -> None:
-        log.warning(
-            "event=broker_unreachable producer=%s bootstrap=%s cause=%s probes_failed=%d",
-            name,
-            ",".join(watch.bootstrap),
-            stats.last_error or f"no_metadata_within_{PROBE_TIMEOUT_S}s",
-            watch.failures,
+        log_event(
+            log,
+            logging.WARNING,
+            "broker_unreachable",
+            producer=name,
+            bootstrap=",".join(watch.bootstrap),
+            cause=stats.last_error or f"no_metadata_within_{PROBE_TIMEOUT_S}s",
+            probes_failed=watch.failures,
         )
         watch.reachable = False
         watch.since = now

@@ -1,7 +1,9 @@
-"""Every HTTP answer the plugin gives, in one place: the table of README's "HTTP answers".
+"""Every HTTP answer the runner gives, in one place: the table of README's "HTTP answers".
 
 Bodies are JSON with ``Content-Type: application/json``. Errors are ``{"error": code, "message":
-text}``; the text says what to do and never holds a configuration value or a secret.
+text}``; the text says what to do and never holds a configuration value or a secret. The server's
+own answers (:data:`INTERNAL_ERROR`, :data:`SHUTTING_DOWN`) are here too, and so is reading the
+code back from an answer (:func:`error_code`), for the metrics the server counts.
 """
 
 from __future__ import annotations
@@ -50,7 +52,49 @@ def error_answer(
     status: int, code: str, message: str, headers: tuple[tuple[str, str], ...] = ()
 ) -> Answer:
     body = json.dumps({"error": code, "message": message}, ensure_ascii=False)
-    return Answer(status, body.encode(), (_JSON, *headers), code)
+    return Answer(status, body.encode(), (_JSON, *headers))
+
+
+#: Every error body starts so (``error_answer`` writes the code first), which lets
+#: :func:`error_code` read the code without parsing the body.
+_ERROR_PREFIX = b'{"error": "'
+_MAX_CODE = 64
+
+
+def error_code(answer: Answer) -> str:
+    """The error code of an error answer (``""`` for a success or a body that is not ours)."""
+    body = answer.body
+    if answer.status < 300 or not body.startswith(_ERROR_PREFIX):
+        return ""
+    start = len(_ERROR_PREFIX)
+    code = body[start : body.find(b'"', start, start + _MAX_CODE + 1)]
+    if code and code.islower() and code.replace(b"_", b"").isalpha():
+        return code.decode("ascii")
+    return ""
+
+
+_RETRY_SOON = (("Retry-After", "1"),)
+
+#: A plugin raised: a bug, logged with its traceback by the server.
+INTERNAL_ERROR = error_answer(
+    500, "internal_error", "the runner failed on this request; see its log"
+)
+#: The runner stopped serving (SIGTERM): the request was not produced. One code for every
+#: answer shutdown gives, from the server or from the plugin.
+SHUTTING_DOWN = error_answer(
+    503,
+    "shutting_down",
+    "the runner is shutting down; retry after the delay in Retry-After",
+    _RETRY_SOON,
+)
+#: The worker holds ``--max-in-flight`` requests already; refused before the body is fetched.
+TOO_MANY_IN_FLIGHT = error_answer(
+    503,
+    "backpressure",
+    "too many requests are waiting on Kafka in this runner worker; retry after the delay in "
+    "Retry-After",
+    _RETRY_SOON,
+)
 
 
 def bad_header(name: str, reason: str) -> RequestError:

@@ -9,22 +9,25 @@ Requests between their body fetch and their answer are counted: over ``max_in_fl
 is answered ``503 backpressure`` before its body is fetched, so a stalled broker costs quick
 refusals instead of memory for bodies that wait on delivery reports.
 
-With telemetry (``--metrics-listen``) every answer is counted once, by route, status and error
-code; the route is the APISIX route id from the PrepareConf key (``prepare_conf``).
+Metrics see the plugin from outside: the server counts its answers, and the worker's monitor
+(``observability/monitor.py``) reads :attr:`in_flight`, :attr:`producer_pool` and the refusal
+counts each second; the plugin itself knows nothing of metrics.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
 
 from kafkaupstream.api import Answer, HTTPRequest, Plugin
-from kafkaupstream.observability.labels import UNKNOWN, route_label
-from kafkaupstream.plugin.answers import RequestError, error_answer, outcome_answer
+from kafkaupstream.logs import RateLimit, log_event
+from kafkaupstream.plugin.answers import (
+    SHUTTING_DOWN,
+    TOO_MANY_IN_FLIGHT,
+    RequestError,
+    outcome_answer,
+)
 from kafkaupstream.plugin.answers import route_config_invalid as config_invalid_answer
 from kafkaupstream.plugin.config import RouteConfig, RouteConfigError, parse_route_config
 from kafkaupstream.plugin.record import build_record, route_request
@@ -35,9 +38,6 @@ from kafkaupstream.producers import (
     ProducerPool,
 )
 
-if TYPE_CHECKING:
-    from kafkaupstream.observability import Telemetry
-
 log = logging.getLogger(__name__)
 
 #: Bodies this large are validated and compacted on a thread: the C JSON scanner holds the GIL,
@@ -45,26 +45,8 @@ log = logging.getLogger(__name__)
 #: keep moving while a megabyte (or a hostile, deeply nested body) is checked.
 _OFF_LOOP_BYTES = 256 * 1024
 
-_SHUTTING_DOWN = error_answer(
-    503, "kafka_unavailable", "the runner is shutting down; retry", (("Retry-After", "1"),)
-)
-_TOO_MANY_IN_FLIGHT = error_answer(
-    503,
-    "backpressure",
-    "too many requests are waiting on Kafka in this runner worker; retry after the delay in "
-    "Retry-After",
-    (("Retry-After", "1"),),
-)
 #: Refusals over the in-flight cap are logged at most this often (with a count), not per request.
 _CAP_LOG_INTERVAL_S = 5.0
-
-
-@dataclass(frozen=True, slots=True)
-class RoutePrepared:
-    """A route's conf as ``prepare_conf`` keeps it: the parsed conf and its metrics label."""
-
-    conf: RouteConfig | RouteConfigError
-    route: str
 
 
 class KafkaUpstreamPlugin(Plugin):
@@ -77,23 +59,18 @@ class KafkaUpstreamPlugin(Plugin):
         pool_factory: Callable[[], ProducerPool] = ProducerPool,
         *,
         max_in_flight: int | None = None,
-        telemetry: Telemetry | None = None,
     ) -> None:
-        """``max_in_flight``: requests let past the body fetch at once (None: no cap).
-
-        ``telemetry``: counts answers here; its pool factory should be ``pool_factory``, so that
-        delivery reports are counted too.
-        """
+        """``max_in_flight``: requests let past the body fetch at once (None: no cap)."""
         if max_in_flight is not None and max_in_flight < 1:
             raise ValueError("max_in_flight must be at least 1")
         self._pool_factory = pool_factory
-        self._telemetry = telemetry
-        self._recorder = telemetry.recorder if telemetry is not None else None
         self._pool: ProducerPool | None = None
         self._max_in_flight = max_in_flight
         self._in_flight = 0
-        self._over_cap = 0
-        self._next_cap_log = 0.0
+        #: ``503 backpressure`` answers since start, by reason (``queue_full``, ``in_flight_cap``).
+        self.refused_queue_full = 0
+        self.refused_in_flight_cap = 0
+        self._cap_log = RateLimit(_CAP_LOG_INTERVAL_S)
 
     @property
     def pool(self) -> ProducerPool:
@@ -113,39 +90,28 @@ class KafkaUpstreamPlugin(Plugin):
         """Requests between their body fetch and their answer now."""
         return self._in_flight
 
-    def prepare_conf(self, value: str, key: str) -> RoutePrepared:
-        return RoutePrepared(self.prepare(value), route_label(key))
-
     def prepare(self, value: str) -> RouteConfig | RouteConfigError:
         try:
             return parse_route_config(value)
         except RouteConfigError as exc:
             # The field and the reason only: the value may be a password.
-            log.warning("event=route_config_invalid field=%s reason=%r", exc.field, exc.reason)
+            log_event(
+                log, logging.WARNING, "route_config_invalid", field=exc.field, reason=exc.reason
+            )
             return exc
 
-    async def handle(self, state: Any, request: HTTPRequest) -> Answer:
-        route = UNKNOWN
-        if type(state) is RoutePrepared:
-            route = state.route
-            state = state.conf
-        answer = await self._answer(state, request)
-        if self._recorder is not None:
-            self._recorder.request(route, answer.status, answer.error)
-        return answer
-
-    async def _answer(self, state: RouteConfig | RouteConfigError, request: HTTPRequest) -> Answer:
+    async def handle(self, state: RouteConfig | RouteConfigError, request: HTTPRequest) -> Answer:
         if isinstance(state, RouteConfigError):
             return config_invalid_answer(state.field, state.reason)
         config: RouteConfig = state
         try:
             routing = route_request(config, request.headers)
         except RequestError as exc:
-            log.debug("event=request_refused status=%d error=%s", exc.status, exc.code)
+            log_event(log, logging.DEBUG, "request_refused", status=exc.status, error=exc.code)
             return exc.answer()
         if self._max_in_flight is not None and self._in_flight >= self._max_in_flight:
             self._refuse_over_cap()
-            return _TOO_MANY_IN_FLIGHT
+            return TOO_MANY_IN_FLIGHT
         # Counted from before the body fetch to the answer: what a request holds meanwhile
         # (its body, its record, a wait on the delivery report) is what the cap bounds.
         self._in_flight += 1
@@ -157,7 +123,7 @@ class KafkaUpstreamPlugin(Plugin):
                 else:
                     record = build_record(config, routing, body)
             except RequestError as exc:
-                log.debug("event=request_refused status=%d error=%s", exc.status, exc.code)
+                log_event(log, logging.DEBUG, "request_refused", status=exc.status, error=exc.code)
                 return exc.answer()
             try:
                 producer = self.pool.get_canonical(config.producer_config)
@@ -165,12 +131,12 @@ class KafkaUpstreamPlugin(Plugin):
                     record, wait=config.sync, timeout=config.timeout_ms / 1000
                 )
             except ProducerConfigError as exc:
-                log.error("event=producer_refused cause=%r", str(exc))
+                log_event(log, logging.ERROR, "producer_refused", cause=str(exc))
                 return config_invalid_answer("config", "librdkafka refused it (see the runner log)")
             except ProducerClosedError:
-                return _SHUTTING_DOWN
-            if type(outcome) is Backpressure and self._recorder is not None:
-                self._recorder.refused("queue_full")
+                return SHUTTING_DOWN
+            if type(outcome) is Backpressure:
+                self.refused_queue_full += 1
             return outcome_answer(outcome, config.timeout_ms)
         finally:
             self._in_flight -= 1
@@ -178,27 +144,15 @@ class KafkaUpstreamPlugin(Plugin):
     def _refuse_over_cap(self) -> None:
         # One warning per interval with the number refused since the last one, not one per
         # request: under a broker stall that could be thousands a second.
-        if self._recorder is not None:
-            self._recorder.refused("in_flight_cap")
-        self._over_cap += 1
-        now = time.monotonic()
-        if now >= self._next_cap_log:
-            log.warning(
-                "event=in_flight_cap_reached max_in_flight=%d refused=%d",
-                self._max_in_flight,
-                self._over_cap,
-            )
-            self._over_cap = 0
-            self._next_cap_log = now + _CAP_LOG_INTERVAL_S
-
-    async def start(self) -> None:
-        if self._telemetry is not None:
-            self._telemetry.start(self)
+        self.refused_in_flight_cap += 1
+        self._cap_log.log(
+            log,
+            logging.WARNING,
+            "in_flight_cap_reached",
+            counted="refused",
+            max_in_flight=self._max_in_flight,
+        )
 
     async def close(self, timeout: float) -> None:
-        if self._telemetry is not None:
-            await self._telemetry.stop()
         if self._pool is not None:
             await self._pool.close(timeout)
-        if self._telemetry is not None:
-            self._telemetry.close()

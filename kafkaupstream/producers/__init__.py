@@ -1,9 +1,9 @@
 """Kafka producers: one per distinct connection config, delivery reports bridged into asyncio.
 
-Typical use (the server owns the pool; the plugin asks it for a producer once per route conf)::
+Typical use (the plugin owns the pool and asks it for the producer of a route's config)::
 
     pool = ProducerPool()
-    producer = pool.get({"bootstrap.servers": "127.0.0.1:9092", "acks": "all"})
+    producer = pool.get_canonical(canonical_config({"bootstrap.servers": "127.0.0.1:9092"}))
     outcome = await producer.produce(KafkaRecord("events", b"{}"), wait=True, timeout=5.0)
     await pool.close(timeout=0.5)
 """

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import threading
 import time
 
 from confluent_kafka import Producer
 
-from kafkaupstream.producers.config import ConfigKey, ProducerConfig, canonical_config, redact
+from kafkaupstream.logs import log_event
+from kafkaupstream.producers.config import ConfigKey, redact
 from kafkaupstream.producers.pooled import (
     DeliveryObserver,
     PooledProducer,
@@ -56,20 +56,16 @@ class ProducerPool:
         #: Producers replaced so far (for metrics).
         self.replaced = 0
         self._observer = observer
-        # get() normally runs on the loop thread; the lock keeps a stray thread from racing it.
+        # get_canonical() runs on the loop thread; the lock keeps a stray thread from racing it.
         self._lock = threading.Lock()
         self._closed = False
 
-    def get(self, config: ProducerConfig) -> PooledProducer:
-        """The producer for ``config``, created (and its poll thread started) on first use.
+    def get_canonical(self, key: ConfigKey) -> PooledProducer:
+        """The producer for a config in canonical form, created (with its poll thread) on first use.
 
         Raises :class:`ProducerConfigError` when librdkafka refuses the config, and
         :class:`ProducerClosedError` after :meth:`close`.
         """
-        return self.get_canonical(canonical_config(config))
-
-    def get_canonical(self, key: ConfigKey) -> PooledProducer:
-        """:meth:`get` for a config already in canonical form (the per-request path)."""
         if self._closed:
             raise ProducerClosedError("the producer pool is closed")
         found = self._producers.get(key)
@@ -99,18 +95,22 @@ class ProducerPool:
         self._producers[key] = made
         self._made_at[key] = time.monotonic()
         if replaces is None:
-            _LOG.info(
-                "event=producer_created producer=%s config=%s",
-                made.name,
-                json.dumps(redact(key), sort_keys=True),
+            log_event(
+                _LOG,
+                logging.INFO,
+                "producer_created",
+                producer=made.name,
+                config=redact(key),
             )
         else:
             self.replaced += 1
-            _LOG.warning(
-                "event=producer_replaced producer=%s new=%s cause=%s",
-                replaces.name,
-                made.name,
-                replaces.dead,
+            log_event(
+                _LOG,
+                logging.WARNING,
+                "producer_replaced",
+                producer=replaces.name,
+                new=made.name,
+                cause=replaces.dead,
             )
         return made
 
@@ -151,11 +151,13 @@ class ProducerPool:
         )
         for producer, left in zip(producers, lefts, strict=True):
             if left:
-                _LOG.warning(
-                    "event=flush_incomplete producer=%s left=%d budget_s=%.3f",
-                    producer.name,
-                    left,
-                    timeout,
+                log_event(
+                    _LOG,
+                    logging.WARNING,
+                    "flush_incomplete",
+                    producer=producer.name,
+                    left=left,
+                    budget_s=round(timeout, 3),
                 )
         for producer in producers:
             producer.stop_polling()
@@ -163,11 +165,13 @@ class ProducerPool:
         # them only with whatever budget is left.
         await asyncio.to_thread(_join_all, (*producers, *self._retired), deadline)
         total = sum(lefts)
-        _LOG.info(
-            "event=producers_closed producers=%d left=%d seconds=%.3f",
-            len(producers),
-            total,
-            time.monotonic() - started,
+        log_event(
+            _LOG,
+            logging.INFO,
+            "producers_closed",
+            producers=len(producers),
+            left=total,
+            seconds=round(time.monotonic() - started, 3),
         )
         return total
 

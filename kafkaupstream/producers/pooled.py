@@ -18,6 +18,7 @@ from typing import Any, TypeAlias
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
+from kafkaupstream.logs import RateLimit, log_event
 from kafkaupstream.producers.bridge import ReportBridge
 from kafkaupstream.producers.config import ConfigKey, ProducerConfigError, scrub
 from kafkaupstream.producers.librdkafka_log import RateLimitedLog
@@ -88,14 +89,19 @@ class _ErrorTracker:
         if error.fatal():
             self.mark_dead(error)
         else:
-            _LOG.debug("event=producer_error producer=%s error=%s", self.name, error.name())
+            log_event(_LOG, logging.DEBUG, "producer_error", producer=self.name, error=error.name())
 
     def mark_dead(self, error: KafkaError) -> None:
         """Any thread: the first cause is kept and logged once; the pool replaces the producer."""
         if self.dead is None:
             self.dead = error.name()
-            _LOG.error(
-                "event=producer_fatal producer=%s error=%s action=replace", self.name, self.dead
+            log_event(
+                _LOG,
+                logging.ERROR,
+                "producer_fatal",
+                producer=self.name,
+                error=self.dead,
+                action="replace",
             )
 
 
@@ -132,8 +138,7 @@ class PooledProducer:
         self._delivered = 0
         self._failed = 0
         self._errors = _ErrorTracker(name)
-        self._unlogged_failures = 0
-        self._next_failure_log = 0.0
+        self._failure_log = RateLimit(_FAILURE_LOG_INTERVAL_S)
         # Hands delivery reports to the loop of the requests waiting for them (one per process).
         self._bridge: ReportBridge | None = None
         settings: dict[str, Any] = dict(config)
@@ -242,18 +247,15 @@ class PooledProducer:
         return failure(error)
 
     def _log_unwatched_failure(self, outcome: Failed, topic: str | None) -> None:
-        self._unlogged_failures += 1
-        now = time.monotonic()
-        if now >= self._next_failure_log:
-            _LOG.warning(
-                "event=queued_record_lost producer=%s topic=%s error=%s count=%d",
-                self.name,
-                topic,
-                outcome.error_name,
-                self._unlogged_failures,
-            )
-            self._unlogged_failures = 0
-            self._next_failure_log = now + _FAILURE_LOG_INTERVAL_S
+        self._failure_log.log(
+            _LOG,
+            logging.WARNING,
+            "queued_record_lost",
+            counted="count",
+            producer=self.name,
+            topic=topic,
+            error=outcome.error_name,
+        )
 
     def _poll_forever(self) -> None:
         while not self._stopping.is_set():
@@ -267,7 +269,7 @@ class PooledProducer:
                     self._errors.mark_dead(error)
                 else:
                     # A bug in a callback must not stop delivery reports for everyone else.
-                    _LOG.exception("event=poll_failed producer=%s", self.name)
+                    log_event(_LOG, logging.ERROR, "poll_failed", exc_info=True, producer=self.name)
         # close() would block for up to message.timeout.ms on queued records: purge first
         # (drain() normally left none).
         with self._client_lock:

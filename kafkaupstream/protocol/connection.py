@@ -132,11 +132,6 @@ class Connection:
         """The request class of the HTTP call in progress (IN_CALL/AWAIT_INFO), else None."""
         return self._call
 
-    @property
-    def peer_closed(self) -> bool:
-        """True once receive_data(b"") reported the peer's EOF."""
-        return self._eof
-
     def receive_data(self, data: bytes) -> None:
         """Feed bytes read from the socket; ``b""`` means the peer closed it."""
         if not data:

@@ -2,11 +2,11 @@
 
 from kafkaupstream.server.app import (
     RunnerServer,
-    RunnerState,
     ServerSettings,
     bind_unix_socket,
     parse_listen_address,
 )
+from kafkaupstream.server.handler import RunnerState
 from kafkaupstream.server.supervisor import Supervisor
 from kafkaupstream.server.tokens import ConfTokenRegistry
 

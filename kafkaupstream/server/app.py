@@ -18,12 +18,17 @@ import socket
 import stat
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from kafkaupstream.api import Plugin
+from kafkaupstream.logs import log_event
 from kafkaupstream.server.confs import LocalTokenStore, PreparedConfs, TokenStore
-from kafkaupstream.server.handler import ApisixConnection
+from kafkaupstream.server.handler import ApisixConnection, RunnerState
 from kafkaupstream.server.tokens import ConfTokenRegistry
+
+if TYPE_CHECKING:
+    from kafkaupstream.observability import Telemetry
 
 log = logging.getLogger(__name__)
 
@@ -54,16 +59,6 @@ def parse_listen_address(value: str) -> str:
     return value[len("unix:") :]
 
 
-@dataclass(slots=True)
-class RunnerState:
-    """What every connection of one process shares: plugins, prepared confs, the shutdown flag."""
-
-    plugins: dict[str, Plugin]
-    confs: PreparedConfs
-    connections: set[ApisixConnection] = field(default_factory=set)
-    shutting_down: bool = False
-
-
 class RunnerServer:
     """Owns the listening socket and the lifecycle of connections and plugins."""
 
@@ -72,23 +67,30 @@ class RunnerServer:
         settings: ServerSettings,
         plugins: Sequence[Plugin],
         store: TokenStore | None = None,
+        telemetry: Telemetry | None = None,
     ) -> None:
+        """``telemetry`` (``--metrics-listen``): this process's metrics, run from here."""
         self.settings = settings
         by_name = {p.name: p for p in plugins}
         if store is None:
             store = LocalTokenStore(ConfTokenRegistry(settings.conf_expire_s))
-        self.state = RunnerState(plugins=by_name, confs=PreparedConfs(by_name, store))
+        self._telemetry = telemetry
+        self.state = RunnerState(
+            plugins=by_name,
+            confs=PreparedConfs(by_name, store),
+            recorder=telemetry.recorder if telemetry is not None else None,
+        )
         self._server: asyncio.AbstractServer | None = None
         self._socket_identity: tuple[int, int] | None = None
         self._stopped = asyncio.Event()
 
     async def start(self, sock: socket.socket | None = None) -> None:
-        """Bind (unless a pre-bound socket is given), start the plugins, start accepting.
+        """Bind (unless a pre-bound socket is given), start the telemetry, start accepting.
 
         With a pre-bound socket (a worker's) the socket file is not ours to unlink.
         """
-        for plugin in self.state.plugins.values():
-            await plugin.start()
+        if self._telemetry is not None:
+            self._telemetry.start()
         bound_here = sock is None
         if sock is None:
             sock = bind_unix_socket(self.settings.socket_path)
@@ -98,12 +100,12 @@ class RunnerServer:
             lambda: ApisixConnection(self.state), sock=sock, backlog=1024
         )
         event = "listening" if bound_here else "worker_accepting"
-        log.info("event=%s path=%s pid=%d", event, self.settings.socket_path, os.getpid())
+        log_event(log, logging.INFO, event, path=self.settings.socket_path, pid=os.getpid())
 
     def request_shutdown(self) -> None:
         """Signal handler entry point (SIGTERM/SIGINT): idempotent."""
         if not self.state.shutting_down:
-            log.info("event=shutdown_requested")
+            log_event(log, logging.INFO, "shutdown_requested")
             self.state.shutting_down = True
             self._stopped.set()
 
@@ -131,17 +133,23 @@ class RunnerServer:
             for task in pending:
                 task.cancel()
             if pending:
-                log.warning("event=shutdown_cancelled_exchanges count=%d", len(pending))
+                log_event(log, logging.WARNING, "shutdown_cancelled_exchanges", count=len(pending))
                 await asyncio.wait(pending, timeout=0.05)
         for conn in list(self.state.connections):
             conn.abort()
         remaining = max(0.05, budget - (time.monotonic() - started))
+        if self._telemetry is not None:
+            await self._telemetry.stop()
         for plugin in self.state.plugins.values():
             try:
                 await plugin.close(remaining)
             except Exception:
-                log.exception("event=plugin_close_failed plugin=%s", plugin.name)
-        log.info("event=stopped elapsed_ms=%d", (time.monotonic() - started) * 1000)
+                log_event(
+                    log, logging.ERROR, "plugin_close_failed", exc_info=True, plugin=plugin.name
+                )
+        if self._telemetry is not None:
+            self._telemetry.close()
+        log_event(log, logging.INFO, "stopped", elapsed_ms=int((time.monotonic() - started) * 1000))
 
     def _unlink_socket_if_ours(self) -> None:
         if self._socket_identity is not None:
@@ -163,7 +171,7 @@ def unlink_if_ours(path: str, identity: tuple[int, int]) -> None:
     if (st.st_dev, st.st_ino) == identity:
         os.unlink(path)
     else:
-        log.info("event=socket_kept reason=replaced_by_another_runner")
+        log_event(log, logging.INFO, "socket_kept", reason="replaced_by_another_runner")
 
 
 def bind_unix_socket(path: str) -> socket.socket:

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from kafkaupstream.api import Plugin, PreparedConf
+from kafkaupstream.logs import log_event
+from kafkaupstream.observability.labels import route_label
 from kafkaupstream.server.tokens import ConfTokenRegistry, Lease
 
 log = logging.getLogger(__name__)
@@ -135,7 +137,7 @@ class PreparedConfs:
         if entry is None or entry.confs != lease.value:
             entry = _Local(lease.value, self._prepare(lease.value, lease.key), lease.expires_at)
             self._by_token[token] = entry
-            log.debug("event=conf_adopted token=%d plugins=%d", token, len(entry.prepared))
+            log_event(log, logging.DEBUG, "conf_adopted", token=token, plugins=len(entry.prepared))
         else:
             entry.expires_at = lease.expires_at
         self._maybe_sweep()
@@ -145,14 +147,21 @@ class PreparedConfs:
         """A PrepareConf: prepare here (warning once about unknown plugins), then share."""
         unknown = [name for name, _value in confs if name not in self._plugins]
         if unknown:
-            log.warning(
-                "event=unknown_plugins names=%s key=%r action=skipped", ",".join(unknown), key
+            log_event(
+                log,
+                logging.WARNING,
+                "unknown_plugins",
+                names=",".join(unknown),
+                key=key,
+                action="skipped",
             )
         prepared = self._prepare(confs, key)
         lease = await self._store.register(key, confs)
         self._by_token[lease.token] = _Local(confs, prepared, lease.expires_at)
         self._maybe_sweep()
-        log.info("event=conf_prepared key=%r token=%d plugins=%d", key, lease.token, len(prepared))
+        log_event(
+            log, logging.INFO, "conf_prepared", key=key, token=lease.token, plugins=len(prepared)
+        )
         return lease.token
 
     def invalidate(self, token: int) -> None:
@@ -161,11 +170,12 @@ class PreparedConfs:
 
     def _prepare(self, confs: ConfList, key: str) -> Prepared:
         """Every known plugin of the list, in order; unknown names are skipped."""
+        route = route_label(key)
         prepared: list[PreparedConf] = []
         for name, value in confs:
             plugin = self._plugins.get(name)
             if plugin is not None:
-                prepared.append(PreparedConf(plugin, plugin.prepare_conf(value, key)))
+                prepared.append(PreparedConf(plugin, plugin.prepare(value), route))
         return tuple(prepared)
 
     def _maybe_sweep(self) -> None:

@@ -13,6 +13,8 @@ import os
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
+from kafkaupstream.logs import log_event
+
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
@@ -29,14 +31,16 @@ def loop_factory(choice: str | None = None) -> tuple[str, LoopFactory | None]:
     """
     wanted = (choice if choice is not None else os.environ.get(LOOP_ENV, "")).strip().lower()
     if wanted not in ("", "uvloop", "asyncio"):
-        log.warning("event=unknown_loop %s=%r using=default", LOOP_ENV, wanted)
+        log_event(
+            log, logging.WARNING, "unknown_loop", variable=LOOP_ENV, value=wanted, using="default"
+        )
         wanted = ""
     if wanted != "asyncio":
         try:
             import uvloop
         except ImportError:
             if wanted == "uvloop":
-                log.warning("event=uvloop_missing using=asyncio")
+                log_event(log, logging.WARNING, "uvloop_missing", using="asyncio")
         else:
             return "uvloop", uvloop.new_event_loop
     return "asyncio", None
@@ -45,6 +49,6 @@ def loop_factory(choice: str | None = None) -> tuple[str, LoopFactory | None]:
 def run(main: Coroutine[Any, Any, T]) -> T:
     """``asyncio.run(main)`` on the loop :func:`loop_factory` picks."""
     name, factory = loop_factory()
-    log.debug("event=event_loop loop=%s", name)
+    log_event(log, logging.DEBUG, "event_loop", loop=name)
     with asyncio.Runner(loop_factory=factory) as runner:
         return runner.run(main)

@@ -11,9 +11,12 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, cast
 
-from kafkaupstream.api import Answer, HTTPRequest, PreparedConf
+from kafkaupstream.api import Answer, HTTPRequest, Plugin, PreparedConf
+from kafkaupstream.logs import log_event
+from kafkaupstream.plugin.answers import INTERNAL_ERROR, SHUTTING_DOWN, error_code
 from kafkaupstream.protocol import (
     NEED_DATA,
     Connection,
@@ -37,24 +40,28 @@ from kafkaupstream.protocol import (
     Var,
     encode_message,
 )
-from kafkaupstream.server.confs import StoreUnavailable
+from kafkaupstream.server.confs import PreparedConfs, StoreUnavailable
 
 if TYPE_CHECKING:
-    from kafkaupstream.server.app import RunnerState
+    from kafkaupstream.observability.recorder import Recorder
 
 log = logging.getLogger(__name__)
 
-_INTERNAL_ERROR = Answer(
-    500,
-    b'{"error":"internal_error","message":"the runner failed on this request; see its log"}',
-    (("Content-Type", "application/json"),),
-)
 _ASK_BODY = ExtraInfoRequest(ReqBody())
-_SHUTTING_DOWN = Answer(
-    503,
-    b'{"error":"shutting_down","message":"the runner is restarting; retry"}',
-    (("Content-Type", "application/json"), ("Retry-After", "1")),
-)
+
+
+@dataclass(slots=True)
+class RunnerState:
+    """What every connection of one process shares: plugins, prepared confs, the shutdown flag.
+
+    ``recorder`` (with ``--metrics-listen``) counts every answer by route, status and error.
+    """
+
+    plugins: dict[str, Plugin]
+    confs: PreparedConfs
+    recorder: Recorder | None = None
+    connections: set[ApisixConnection] = field(default_factory=set)
+    shutting_down: bool = False
 
 
 class PeerGone(Exception):
@@ -153,7 +160,9 @@ class ApisixConnection(asyncio.Protocol):
         try:
             data = self._conn.send(message)  # type: ignore[arg-type]
         except FrameTooLarge as exc:
-            log.error("event=reply_too_large cause=%r; answering SERVICE_UNAVAILABLE", str(exc))
+            log_event(
+                log, logging.ERROR, "reply_too_large", cause=str(exc), action="service_unavailable"
+            )
             data = self._conn.send(ErrorResponse(ErrorCode.SERVICE_UNAVAILABLE))
         self._transport.write(data)
 
@@ -180,13 +189,15 @@ class ApisixConnection(asyncio.Protocol):
                 if self._state.shutting_down:
                     return
         except PeerGone as exc:
-            log.warning("event=exchange_aborted cause=%r", str(exc))
+            log_event(log, logging.WARNING, "exchange_aborted", cause=str(exc))
         finally:
             if self._transport is not None:
                 self._transport.close()
 
     def _fail(self, exc: ProtocolError) -> None:
-        log.warning("event=malformed_frame cause=%r action=rpc_error_and_close", str(exc))
+        log_event(
+            log, logging.WARNING, "malformed_frame", cause=str(exc), action="rpc_error_and_close"
+        )
         if self._transport is not None and not self._transport.is_closing():
             self._transport.write(encode_message(ErrorResponse(exc.error_code)))
 
@@ -207,7 +218,7 @@ class ApisixConnection(asyncio.Protocol):
             else:  # the codec's state machine makes this unreachable; answer rather than hang
                 self._send(ErrorResponse(ErrorCode.BAD_REQUEST))
         except StoreUnavailable as exc:
-            log.error("event=token_store_unavailable cause=%r", str(exc))
+            log_event(log, logging.ERROR, "token_store_unavailable", cause=str(exc))
             self._send(ErrorResponse(ErrorCode.SERVICE_UNAVAILABLE))
 
     async def _prepared(self, token: int) -> tuple[PreparedConf, ...] | None:
@@ -217,7 +228,7 @@ class ApisixConnection(asyncio.Protocol):
         if prepared is None:
             prepared = await confs.resolve(token)
         if prepared is None:
-            log.info("event=conf_token_not_found token=%d", token)
+            log_event(log, logging.INFO, "conf_token_not_found", token=token)
             self._send(ErrorResponse(ErrorCode.CONF_TOKEN_NOT_FOUND))
         return prepared
 
@@ -235,8 +246,10 @@ class ApisixConnection(asyncio.Protocol):
             fetch_var=self._fetch_var,
         )
         answer: Answer | None = None
+        route = ""
         try:
             for conf in prepared:
+                route = conf.route
                 answer = await conf.plugin.handle(conf.state, request)
                 if answer is not None:
                     break
@@ -246,12 +259,19 @@ class ApisixConnection(asyncio.Protocol):
             # Shutdown ran out of time for this exchange: answer it rather than leave it hanging.
             # (Impossible only while an ExtraInfo is outstanding; then closing is the answer.)
             with contextlib.suppress(ProtocolError):
-                self._send(HTTPReqCallResponse(call.id, _to_stop(_SHUTTING_DOWN)))
+                self._send(HTTPReqCallResponse(call.id, _to_stop(SHUTTING_DOWN)))
+                if self._state.recorder is not None:
+                    _count(self._state.recorder, route, SHUTTING_DOWN)
             raise
         except Exception:
-            log.exception("event=plugin_failed request_id=%d", call.id)
-            answer = _INTERNAL_ERROR
-        self._send(HTTPReqCallResponse(call.id, None if answer is None else _to_stop(answer)))
+            log_event(log, logging.ERROR, "plugin_failed", exc_info=True, request_id=call.id)
+            answer = INTERNAL_ERROR
+        if answer is None:
+            self._send(HTTPReqCallResponse(call.id, None))
+            return
+        self._send(HTTPReqCallResponse(call.id, _to_stop(answer)))
+        if self._state.recorder is not None:
+            _count(self._state.recorder, route, answer)
 
     async def _extra_info(self, request: ExtraInfoRequest) -> bytes | None:
         self._send(request)
@@ -270,6 +290,12 @@ class ApisixConnection(asyncio.Protocol):
 
     async def _fetch_var(self, name: str) -> bytes | None:
         return await self._extra_info(ExtraInfoRequest(Var(name)))
+
+
+def _count(recorder: Recorder, route: str, answer: Answer) -> None:
+    """One answer in the metrics: its route, its status and (for an error) its code."""
+    status = answer.status
+    recorder.request(route, status, "" if status < 300 else error_code(answer))
 
 
 def _to_stop(answer: Answer) -> Stop:

@@ -24,20 +24,21 @@ import selectors
 import signal
 import socket
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
-from kafkaupstream.api import Plugin
+from kafkaupstream.logs import log_event
 from kafkaupstream.observability import MetricsSetup, RunnerStatus, WorkerState
 from kafkaupstream.observability.endpoint import Endpoint
-from kafkaupstream.observability.pollserver import PollHttpServer
+from kafkaupstream.observability.http import HttpServer
 from kafkaupstream.server.app import (
+    RunnerServer,
     ServerSettings,
     bind_unix_socket,
     socket_identity,
     unlink_if_ours,
 )
-from kafkaupstream.server.confs import ConfList
+from kafkaupstream.server.confs import ConfList, TokenStore
 from kafkaupstream.server.token_service import ChannelHub, TokenService
 from kafkaupstream.server.token_wire import WireError
 from kafkaupstream.server.tokens import ConfTokenRegistry
@@ -74,7 +75,7 @@ class Supervisor:
         self,
         settings: ServerSettings,
         workers: int,
-        make_plugins: Callable[[], Sequence[Plugin]],
+        make_server: Callable[[ServerSettings, TokenStore], RunnerServer],
         *,
         metrics: MetricsSetup | None = None,
     ) -> None:
@@ -82,7 +83,7 @@ class Supervisor:
             raise ValueError("a runner needs at least one worker")
         self._settings = settings
         self._count = workers
-        self._make_plugins = make_plugins
+        self._make_server = make_server
         budget = settings.shutdown_timeout_s
         self._worker_settings = replace(
             settings, shutdown_timeout_s=budget - min(_WORKER_RESERVE_S, budget / 4)
@@ -91,7 +92,7 @@ class Supervisor:
         self._registry: ConfTokenRegistry[ConfList] = ConfTokenRegistry(settings.conf_expire_s)
         self._channels = ChannelHub(TokenService(self._registry), self._selector, self._on_ready)
         self._metrics = metrics
-        self._http: PollHttpServer | None = None
+        self._http: HttpServer | None = None
         self._restarts = 0
         self._workers: dict[int, _Worker] = {}
         self._restart_at: dict[int, float] = {}
@@ -109,7 +110,7 @@ class Supervisor:
         try:
             self._listener = bind_unix_socket(path)
         except OSError as exc:
-            log.error("event=cannot_listen path=%s cause=%r", path, str(exc))
+            log_event(log, logging.ERROR, "cannot_listen", path=path, cause=str(exc))
             return 1
         self._identity = socket_identity(path)
         previous = self._install_signals()
@@ -127,8 +128,8 @@ class Supervisor:
             self._wake_r.close()
             self._wake_w.close()
         if self._stop_started is not None:
-            elapsed_ms = (time.monotonic() - self._stop_started) * 1000
-            log.info("event=stopped elapsed_ms=%d", elapsed_ms)
+            elapsed_ms = int((time.monotonic() - self._stop_started) * 1000)
+            log_event(log, logging.INFO, "stopped", elapsed_ms=elapsed_ms)
         return self._exit_code
 
     # --- the loop -----------------------------------------------------------------------------
@@ -182,14 +183,16 @@ class Supervisor:
         if self._stop_started is not None:
             return
         self._stop_started = time.monotonic()
-        log.info("event=shutdown_requested signal=%s workers=%d", sig.name, len(self._workers))
+        log_event(
+            log, logging.INFO, "shutdown_requested", signal=sig.name, workers=len(self._workers)
+        )
         self._restart_at.clear()
         self._close_listener()
         for pid in self._workers:
             _signal_quietly(pid, sig)
 
     def _kill_remaining(self) -> None:
-        log.warning("event=shutdown_killed_workers count=%d", len(self._workers))
+        log_event(log, logging.WARNING, "shutdown_killed_workers", count=len(self._workers))
         for pid in self._workers:
             _signal_quietly(pid, signal.SIGKILL)
         deadline = time.monotonic() + 0.2
@@ -207,7 +210,7 @@ class Supervisor:
             settings=self._worker_settings,
             listener=self._listener,
             channel=child_end,
-            make_plugins=self._make_plugins,
+            make_server=self._make_server,
             parent_pid=self._pid,
         )
         # What the child must not keep: every parent-side fd except the listening socket.
@@ -218,14 +221,14 @@ class Supervisor:
             pid = fork_worker(spec, inherited, _SIGNALS)
         except OSError as exc:
             parent_end.close()
-            log.error("event=fork_failed worker=%d cause=%r", index, str(exc))
+            log_event(log, logging.ERROR, "fork_failed", worker=index, cause=str(exc))
             self._restart_at[index] = time.monotonic() + _MAX_RESTART_DELAY_S
             return
         finally:
             child_end.close()
         self._workers[pid] = _Worker(index, pid, time.monotonic())
         self._channels.add(pid, parent_end)
-        log.info("event=worker_started worker=%d pid=%d", index, pid)
+        log_event(log, logging.INFO, "worker_started", worker=index, pid=pid)
 
     def _reap(self) -> None:
         while True:
@@ -244,16 +247,19 @@ class Supervisor:
 
     def _on_exit(self, worker: _Worker, cause: str) -> None:
         if self._stop_started is not None:
-            log.info(
-                "event=worker_exited worker=%d pid=%d cause=%r", worker.index, worker.pid, cause
+            log_event(
+                log, logging.INFO, "worker_exited", worker=worker.index, pid=worker.pid, cause=cause
             )
             return
         if not self._announced and not worker.ready:
-            log.error(
-                "event=worker_failed_to_start worker=%d pid=%d cause=%r action=stop_runner",
-                worker.index,
-                worker.pid,
-                cause,
+            log_event(
+                log,
+                logging.ERROR,
+                "worker_failed_to_start",
+                worker=worker.index,
+                pid=worker.pid,
+                cause=cause,
+                action="stop_runner",
             )
             self._exit_code = 1
             self._begin_stop(signal.SIGTERM)
@@ -268,12 +274,15 @@ class Supervisor:
             delay = min(_MAX_RESTART_DELAY_S, _FIRST_RESTART_DELAY_S * 2 ** (quick - 1))
         self._restart_at[worker.index] = now + delay
         self._restarts += 1
-        log.warning(
-            "event=worker_died worker=%d pid=%d cause=%r action=restart delay_s=%.1f",
-            worker.index,
-            worker.pid,
-            cause,
-            delay,
+        log_event(
+            log,
+            logging.WARNING,
+            "worker_died",
+            worker=worker.index,
+            pid=worker.pid,
+            cause=cause,
+            action="restart",
+            delay_s=round(delay, 1),
         )
 
     # --- channels ---------------------------------------------------------------------------
@@ -282,14 +291,16 @@ class Supervisor:
         try:
             self._channels.serve(pid, events)
         except WireError as exc:
-            log.error("event=worker_channel_garbled pid=%d cause=%r action=kill", pid, str(exc))
+            log_event(
+                log, logging.ERROR, "worker_channel_garbled", pid=pid, cause=str(exc), action="kill"
+            )
             _signal_quietly(pid, signal.SIGKILL)
 
     def _on_ready(self, pid: int) -> None:
         worker = self._workers.get(pid)
         if worker is not None:
             worker.ready = True
-            log.info("event=worker_ready worker=%d pid=%d", worker.index, pid)
+            log_event(log, logging.INFO, "worker_ready", worker=worker.index, pid=pid)
             self._maybe_announce()
 
     def _maybe_announce(self) -> None:
@@ -298,11 +309,13 @@ class Supervisor:
             return
         if sum(w.ready for w in self._workers.values()) == self._count:
             self._announced = True
-            log.info(
-                "event=listening path=%s pid=%d workers=%d",
-                self._settings.socket_path,
-                self._pid,
-                self._count,
+            log_event(
+                log,
+                logging.INFO,
+                "listening",
+                path=self._settings.socket_path,
+                pid=self._pid,
+                workers=self._count,
             )
 
     # --- metrics --------------------------------------------------------------------------------
@@ -311,7 +324,7 @@ class Supervisor:
         if self._metrics is None:
             return
         endpoint = Endpoint(self._metrics.directory, self)
-        self._http = PollHttpServer(self._metrics.address, self._selector, endpoint.respond)
+        self._http = HttpServer(self._metrics.address, self._selector, endpoint.respond)
         self._http.tick(time.monotonic())
 
     def runner_status(self) -> RunnerStatus:

@@ -14,6 +14,7 @@ import socket
 from collections.abc import Callable
 from typing import cast
 
+from kafkaupstream.logs import log_event
 from kafkaupstream.server.confs import ChangeListener, ConfList, StoreUnavailable
 from kafkaupstream.server.token_wire import (
     Message,
@@ -121,7 +122,7 @@ class RemoteTokenStore(asyncio.Protocol):
         try:
             messages = self._buffer.feed(data)
         except WireError as exc:
-            log.error("event=token_service_garbled cause=%r", str(exc))
+            log_event(log, logging.ERROR, "token_service_garbled", cause=str(exc))
             assert self._transport is not None
             self._transport.abort()
             return

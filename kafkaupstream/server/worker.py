@@ -15,13 +15,14 @@ import os
 import signal
 import socket
 import sys
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import NoReturn
 
-from kafkaupstream.api import Plugin
+from kafkaupstream.logs import log_event
 from kafkaupstream.server import eventloop
 from kafkaupstream.server.app import RunnerServer, ServerSettings
+from kafkaupstream.server.confs import TokenStore
 from kafkaupstream.server.token_client import RemoteTokenStore
 from kafkaupstream.server.tokens import TTL_FACTOR
 
@@ -39,7 +40,8 @@ class WorkerSpec:
     settings: ServerSettings
     listener: socket.socket
     channel: socket.socket
-    make_plugins: Callable[[], Sequence[Plugin]]
+    #: Builds this process's server (its plugins, its metrics) around the given token store.
+    make_server: Callable[[ServerSettings, TokenStore], RunnerServer]
     parent_pid: int
 
 
@@ -90,7 +92,7 @@ def _child(
             sock.close()
         code = run_worker(spec)
     except BaseException:
-        log.exception("event=worker_crashed worker=%d", spec.index)
+        log_event(log, logging.ERROR, "worker_crashed", exc_info=True, worker=spec.index)
     finally:  # never return into the parent's stack (its loop, its finally blocks)
         for stream in (sys.stdout, sys.stderr):
             with contextlib.suppress(OSError, ValueError):
@@ -113,7 +115,7 @@ def run_worker(spec: WorkerSpec) -> int:
     # SIGKILL, not SIGTERM: the parent dies abruptly only when APISIX's 1 s budget is over
     # (or on a crash); the drain the parent would have coordinated is no longer possible.
     if not set_parent_death_signal(signal.SIGKILL):
-        log.warning("event=no_parent_death_signal fallback=channel_eof")
+        log_event(log, logging.WARNING, "no_parent_death_signal", fallback="channel_eof")
     if os.getppid() != spec.parent_pid:  # the parent died before prctl took effect
         return 0
     return eventloop.run(_serve(spec))
@@ -121,7 +123,7 @@ def run_worker(spec: WorkerSpec) -> int:
 
 async def _serve(spec: WorkerSpec) -> int:
     store = RemoteTokenStore(spec.channel, spec.settings.conf_expire_s * TTL_FACTOR)
-    server = RunnerServer(spec.settings, spec.make_plugins(), store)
+    server = spec.make_server(spec.settings, store)
     store.on_lost = server.request_shutdown
     await store.connect()
     await server.start(spec.listener)

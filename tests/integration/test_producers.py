@@ -24,6 +24,7 @@ from kafkaupstream.producers import (
     ProducerConfigError,
     ProducerPool,
     Queued,
+    canonical_config,
 )
 
 from .conftest import BrokerFactory, ReadRecords
@@ -69,7 +70,7 @@ def test_sync_produce_reports_the_partition_and_offset_where_the_record_is(
 
     async def scenario() -> list[Any]:
         async with open_pool() as pool:
-            producer = pool.get(live(broker, acks="all"))
+            producer = pool.get_canonical(canonical_config(live(broker, acks="all")))
             return [await producer.produce(r, wait=True, timeout=5.0) for r in sent]
 
     outcomes = run(scenario())
@@ -92,7 +93,7 @@ def test_explicit_partition_is_honoured(
 
     async def scenario() -> list[Any]:
         async with open_pool() as pool:
-            producer = pool.get(live(broker))
+            producer = pool.get_canonical(canonical_config(live(broker)))
             return [
                 await producer.produce(
                     KafkaRecord(topic, b"%d" % i, partition=2), wait=True, timeout=5.0
@@ -112,7 +113,7 @@ def test_null_key_and_empty_key_stay_distinct(
 
     async def scenario() -> None:
         async with open_pool() as pool:
-            producer = pool.get(live(broker))
+            producer = pool.get_canonical(canonical_config(live(broker)))
             await producer.produce(KafkaRecord(topic, b"no key", None), wait=True, timeout=5.0)
             await producer.produce(KafkaRecord(topic, b"empty key", b""), wait=True, timeout=5.0)
 
@@ -130,7 +131,7 @@ def test_async_produce_answers_queued_and_the_record_arrives(
 
     async def scenario() -> Any:
         async with open_pool() as pool:
-            producer = pool.get(live(broker, **{"linger.ms": 50}))
+            producer = pool.get_canonical(canonical_config(live(broker, **{"linger.ms": 50})))
             return await producer.produce(
                 KafkaRecord(topic, b"later", b"k"), wait=False, timeout=5.0
             )
@@ -163,12 +164,14 @@ def test_equal_configs_share_a_producer_and_different_configs_do_not(
                 "acks": "all",
             }
             snapshot = dict(flat)
-            shared = pool.get(flat)
-            assert pool.get(reordered) is shared
-            assert pool.get(nested) is shared
-            other = pool.get({**flat, "acks": 1})
+            shared = pool.get_canonical(canonical_config(flat))
+            assert pool.get_canonical(canonical_config(reordered)) is shared
+            assert pool.get_canonical(canonical_config(nested)) is shared
+            other = pool.get_canonical(canonical_config({**flat, "acks": 1}))
             assert other is not shared
-            assert pool.get({**flat, "enable.idempotence": True}) not in (shared, other)
+            assert pool.get_canonical(
+                canonical_config({**flat, "enable.idempotence": True})
+            ) not in (shared, other)
             assert len(pool) == 3
             assert flat == snapshot
 
@@ -190,11 +193,11 @@ def test_created_producer_is_logged_with_secrets_redacted(
 
     async def scenario() -> None:
         async with open_pool() as pool:
-            pool.get(config)
+            pool.get_canonical(canonical_config(config))
 
     run(scenario())
     assert "event=producer_created" in caplog.text
-    assert '"sasl.password": "***"' in caplog.text
+    assert '"sasl.password":"***"' in caplog.text
     assert "hunter2" not in caplog.text
 
 
@@ -202,10 +205,14 @@ def test_a_config_librdkafka_refuses_is_an_error_without_secrets(broker: Embedde
     async def scenario() -> None:
         async with open_pool() as pool:
             with pytest.raises(ProducerConfigError, match=r"no\.such\.property") as refused:
-                pool.get(live(broker, **{"no.such.property": "x", "sasl.password": "hunter2"}))
+                pool.get_canonical(
+                    canonical_config(
+                        live(broker, **{"no.such.property": "x", "sasl.password": "hunter2"})
+                    )
+                )
             assert "hunter2" not in str(refused.value)
             with pytest.raises(ProducerConfigError, match="reserved"):
-                pool.get(live(broker, error_cb="x"))
+                pool.get_canonical(canonical_config(live(broker, error_cb="x")))
             assert len(pool) == 0
 
     run(scenario())
@@ -222,7 +229,7 @@ def test_unknown_partition_is_unknown_topic_or_partition(
 
     async def scenario() -> list[Any]:
         async with open_pool() as pool:
-            producer = pool.get(live(broker))
+            producer = pool.get_canonical(canonical_config(live(broker)))
             record = KafkaRecord(topic, b"x", partition=99)
             return [await producer.produce(record, wait=True, timeout=5.0) for _ in range(2)]
 
@@ -240,8 +247,8 @@ def test_dead_broker_fails_within_bound_while_another_producer_keeps_delivering(
 
     async def scenario() -> tuple[list[Any], list[Any], float]:
         async with open_pool() as pool:
-            doomed = pool.get(dead(**{"message.timeout.ms": 1000}))
-            healthy = pool.get(live(broker))
+            doomed = pool.get_canonical(canonical_config(dead(**{"message.timeout.ms": 1000})))
+            healthy = pool.get_canonical(canonical_config(live(broker)))
             started = time.monotonic()
             failing = [
                 asyncio.create_task(
@@ -273,7 +280,7 @@ def test_no_report_in_time_is_a_delivery_timeout_and_a_late_report_harms_nothing
     pool = ProducerPool()
 
     async def scenario() -> tuple[Any, float]:
-        producer = pool.get(dead(**{"message.timeout.ms": 300}))
+        producer = pool.get_canonical(canonical_config(dead(**{"message.timeout.ms": 300})))
         started = time.monotonic()
         outcome = await producer.produce(KafkaRecord("t", b"x"), wait=True, timeout=0.1)
         return outcome, time.monotonic() - started
@@ -299,7 +306,7 @@ def test_delivery_timeout_while_the_broker_is_frozen_then_delivered_after_resume
 
     async def scenario() -> Any:
         async with open_pool() as pool:
-            producer = pool.get(live(frozen))
+            producer = pool.get_canonical(canonical_config(live(frozen)))
             warm = await producer.produce(KafkaRecord("t", b"warm"), wait=True, timeout=5.0)
             assert isinstance(warm, Delivered)
             frozen.pause()
@@ -316,7 +323,9 @@ def test_delivery_timeout_while_the_broker_is_frozen_then_delivered_after_resume
 def test_full_queue_is_backpressure_not_an_error(broker: EmbeddedBroker) -> None:
     async def scenario() -> tuple[list[Any], Any]:
         async with open_pool(close_budget=0.1, retry_after_s=2.0) as pool:
-            producer = pool.get(dead(**{"queue.buffering.max.messages": 1}))
+            producer = pool.get_canonical(
+                canonical_config(dead(**{"queue.buffering.max.messages": 1}))
+            )
             first = await producer.produce(KafkaRecord("t", b"1"), wait=False, timeout=1.0)
             outcomes = [first]
             for wait in (False, True):
@@ -336,8 +345,8 @@ def test_full_queue_is_backpressure_not_an_error(broker: EmbeddedBroker) -> None
 def test_stats_and_reachability(broker: EmbeddedBroker) -> None:
     async def scenario() -> None:
         async with open_pool(close_budget=0.5) as pool:
-            healthy = pool.get(live(broker))
-            doomed = pool.get(dead(**{"message.timeout.ms": 30000}))
+            healthy = pool.get_canonical(canonical_config(live(broker)))
+            doomed = pool.get_canonical(canonical_config(dead(**{"message.timeout.ms": 30000})))
             await healthy.produce(KafkaRecord("other", b"x"), wait=True, timeout=5.0)
             await doomed.produce(KafkaRecord("other", b"x"), wait=False, timeout=5.0)
             waiting = asyncio.create_task(
@@ -366,7 +375,7 @@ def test_close_flushes_queued_records_into_the_broker(
 
     async def scenario() -> int:
         pool = ProducerPool()
-        producer = pool.get(live(broker, **{"linger.ms": 200}))
+        producer = pool.get_canonical(canonical_config(live(broker, **{"linger.ms": 200})))
         for i in range(300):
             assert await producer.produce(
                 KafkaRecord(topic, b"%d" % i), wait=False, timeout=1.0
@@ -376,7 +385,7 @@ def test_close_flushes_queued_records_into_the_broker(
         with pytest.raises(ProducerClosedError):
             await producer.produce(KafkaRecord(topic, b"too late"), wait=False, timeout=1.0)
         with pytest.raises(ProducerClosedError):
-            pool.get(live(broker))
+            pool.get_canonical(canonical_config(live(broker)))
         return left
 
     assert run(scenario()) == 0
@@ -389,7 +398,7 @@ def test_close_within_a_small_budget_counts_what_is_left_and_settles_waiters(
 ) -> None:
     async def scenario() -> tuple[int, Any, float]:
         pool = ProducerPool()
-        producer = pool.get(dead(**{"message.timeout.ms": 30000}))
+        producer = pool.get_canonical(canonical_config(dead(**{"message.timeout.ms": 30000})))
         for _ in range(4):
             await producer.produce(KafkaRecord("t", b"x"), wait=False, timeout=1.0)
         waiter = asyncio.create_task(

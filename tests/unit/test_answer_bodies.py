@@ -1,4 +1,5 @@
-"""The delivery answers are formatted by hand for speed: they must stay json.dumps's bytes."""
+"""Answer bodies: the delivery answers are formatted by hand for speed and must stay
+json.dumps's bytes; the error code reads back from every error answer (the metrics' label)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,14 @@ import json
 from hypothesis import given
 from hypothesis import strategies as st
 
-from kafkaupstream.plugin.answers import outcome_answer
+from kafkaupstream.api import Answer
+from kafkaupstream.plugin.answers import (
+    INTERNAL_ERROR,
+    SHUTTING_DOWN,
+    error_answer,
+    error_code,
+    outcome_answer,
+)
 from kafkaupstream.producers import Delivered, Queued
 
 topics = st.text()  # any text: legal topic names are a tiny subset
@@ -29,3 +37,22 @@ def test_queued_body_is_what_json_dumps_writes(topic: str):
         json.dumps({"topic": topic, "status": "queued"}).encode(),
     )
     assert json.loads(answer.body) == {"topic": topic, "status": "queued"}
+
+
+codes = st.from_regex(r"[a-z][a-z_]{0,40}", fullmatch=True)
+
+
+@given(st.integers(400, 599), codes, st.text())
+def test_error_code_reads_back_the_code_of_every_error_answer(status: int, code: str, text: str):
+    answer = error_answer(status, code, text)
+    assert error_code(answer) == code == json.loads(answer.body)["error"]
+
+
+def test_error_code_is_empty_for_successes_and_bodies_that_are_not_ours():
+    assert error_code(outcome_answer(Queued("t"), 5000)) == ""
+    assert error_code(Answer(200, b'{"error": "looks_like_one"}')) == ""
+    assert error_code(Answer(500, b"plain text")) == ""
+    assert error_code(Answer(500, b'{"error": "Not A Code"}')) == ""
+    assert error_code(INTERNAL_ERROR) == "internal_error"
+    assert (SHUTTING_DOWN.status, error_code(SHUTTING_DOWN)) == (503, "shutting_down")
+    assert ("Retry-After", "1") in SHUTTING_DOWN.headers

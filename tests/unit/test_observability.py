@@ -8,7 +8,9 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import socket
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,9 +19,18 @@ from mockafka.kafka_store import KafkaStore
 from prometheus_client.mmap_dict import MmapedDict, mmap_key
 from prometheus_client.multiprocess import MultiProcessCollector
 
-from kafkaupstream.logs import JsonLineFormatter, message_fields
+from harness.fake_apisix import ClientRequest, FakeApisix, PluginConf
+from kafkaupstream.api import Answer, HTTPRequest
+from kafkaupstream.builtin import StopPlugin
+from kafkaupstream.logs import JsonLineFormatter, RateLimit, log_event, render_value
 from kafkaupstream.observability import MetricsDir
-from kafkaupstream.observability.http import BadRequest, parse_address, parse_head
+from kafkaupstream.observability.http import (
+    BadRequest,
+    HttpThread,
+    Response,
+    parse_address,
+    parse_head,
+)
 from kafkaupstream.observability.labels import (
     OTHER,
     UNKNOWN,
@@ -30,8 +41,10 @@ from kafkaupstream.observability.labels import (
 from kafkaupstream.observability.report import RunnerStatus, WorkerState, health, ready
 from kafkaupstream.plugin import KafkaUpstreamPlugin
 from kafkaupstream.producers import ProducerPool
+from kafkaupstream.server import RunnerServer, ServerSettings
+from tests.waiting import eventually
 
-from .test_plugin_handle import MockafkaProducer, Requests
+from .test_plugin_handle import MockafkaProducer
 
 # --- route labels from PrepareConf keys -------------------------------------------------------
 
@@ -208,43 +221,50 @@ def test_reports_round_trip_and_unreadable_ones_are_skipped(tmp_path: Path) -> N
     assert metrics.read_reports() == {7: {"pid": 7, "producers": []}}
 
 
-# --- the plugin counts each answer once, with its route ---------------------------------------
+# --- the server counts each answer once, with its route ------------------------------------------
 
 
-class Spy:
+class SpyRecorder:
     def __init__(self) -> None:
         self.requests: list[tuple[str, int, str]] = []
-        self.refusals: list[str] = []
 
     def request(self, route: str, status: int, error: str) -> None:
         self.requests.append((route, status, error))
 
-    def refused(self, reason: str) -> None:
-        self.refusals.append(reason)
-
 
 class SpyTelemetry:
-    def __init__(self) -> None:
-        self.recorder = Spy()
+    """What the server needs of Telemetry: a recorder, and the start/stop/close hooks."""
 
-    def start(self, source: object) -> None:
-        """Nothing to watch here."""
+    def __init__(self) -> None:
+        self.recorder = SpyRecorder()
+        self.calls: list[str] = []
+
+    def start(self) -> None:
+        self.calls.append("start")
 
     async def stop(self) -> None:
-        """Nothing to stop."""
+        self.calls.append("stop")
 
     def close(self) -> None:
-        """Nothing queued."""
+        self.calls.append("close")
 
 
-def test_the_plugin_counts_every_answer_once_with_the_route_of_its_key() -> None:
+class Failing(StopPlugin):
+    """A plugin with a bug: the server answers 500 internal_error for it."""
+
+    name = "failing"
+
+    async def handle(self, state: Any, request: HTTPRequest) -> Answer | None:
+        raise RuntimeError("a bug")
+
+
+def test_the_server_counts_every_answer_once_with_the_route_of_its_key(tmp_path: Path) -> None:
     topic = f"mock-{uuid.uuid4().hex[:10]}"
     KafkaStore().create_partition(topic=topic, partitions=1)
     telemetry = SpyTelemetry()
-    plugin = KafkaUpstreamPlugin(
-        lambda: ProducerPool(factory=MockafkaProducer),
-        telemetry=telemetry,  # type: ignore[arg-type]
-    )
+    kafka = KafkaUpstreamPlugin(lambda: ProducerPool(factory=MockafkaProducer))
+    settings = ServerSettings(socket_path=str(tmp_path / "r.sock"))
+    server = RunnerServer(settings, [kafka, Failing()], telemetry=telemetry)  # type: ignore[arg-type]
     value = json.dumps(
         {
             "config": {"bootstrap.servers": "b:1"},
@@ -253,32 +273,82 @@ def test_the_plugin_counts_every_answer_once_with_the_route_of_its_key() -> None
             "partition": 0,
         }
     )
-    state = plugin.prepare_conf(value, "route#orders#ext-plugin-post-req#3")
-    bad = plugin.prepare_conf('{"config": {}}', "global_rule#1#ext-plugin-pre-req#1")
-    requests = Requests()
+    orders = PluginConf((("kafkaupstream", value),), conf_id="orders")
+    bad = PluginConf((("kafkaupstream", '{"config": {}}'),), "global_rule", "1")
+    failing = PluginConf((("failing", ""),), conf_id="buggy")
 
     async def scenario() -> list[int]:
-        answers = [
-            await plugin.handle(state, requests.make(b"{}")),
-            await plugin.handle(state, requests.make(b"")),
-            await plugin.handle(state, requests.make(b"{}", ("topic", "elsewhere"))),
-            await plugin.handle(bad, requests.make(b"{}")),
-            await plugin.handle(plugin.prepare(value), requests.make(b"{}")),
-        ]
-        await plugin.close(1.0)
+        await server.start()
+        async with FakeApisix(settings.socket_path) as apisix:
+            answers = [
+                await apisix.request(orders, ClientRequest(body=b"{}")),
+                await apisix.request(orders, ClientRequest(body=b"")),
+                await apisix.request(orders, ClientRequest(headers=(("topic", "x"),), body=b"{}")),
+                await apisix.request(bad, ClientRequest(body=b"{}")),
+                await apisix.request(failing, ClientRequest(body=b"{}")),
+            ]
+        await server.shutdown()
         return [a.status for a in answers]
 
-    assert asyncio.run(scenario()) == [202, 400, 403, 500, 202]
+    assert asyncio.run(scenario()) == [202, 400, 403, 500, 500]
     assert telemetry.recorder.requests == [
         ("orders", 202, ""),
         ("orders", 400, "empty_body"),
         ("orders", 403, "topic_not_allowed"),
         ("global_rule#1", 500, "route_config_invalid"),
-        (UNKNOWN, 202, ""),  # prepared without a key
+        ("buggy", 500, "internal_error"),
     ]
+    assert telemetry.calls == ["start", "stop", "close"]
 
 
 # --- the metrics listener's HTTP --------------------------------------------------------------
+
+
+def _get(port: int, path: str) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=2) as sock:
+        sock.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        chunks = []
+        while chunk := sock.recv(4096):
+            chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _get_or_none(port: int, path: str) -> bytes | None:
+    try:
+        return _get(port, path)
+    except ConnectionRefusedError:
+        return None
+
+
+def test_the_listener_retries_a_taken_port_then_serves_and_closes(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.WARNING, "kafkaupstream.observability.http")
+    squatter = socket.socket()
+    squatter.bind(("127.0.0.1", 0))
+    squatter.listen()
+    port = squatter.getsockname()[1]
+    seen: list[tuple[str, str]] = []
+
+    def respond(method: str, target: str) -> Response:
+        seen.append((method, target))
+        return Response(200, "text/plain", b"ok\n")
+
+    listener = HttpThread(("127.0.0.1", port), respond)
+    listener.start()
+    try:
+        eventually(lambda: "event=metrics_listen_failed" in caplog.text, 3, "a bind failure")
+        squatter.close()
+        answer = eventually(
+            lambda: _get_or_none(port, "/ready?x=1"), 4, "an answer after the retry"
+        )
+        assert answer.startswith(b"HTTP/1.1 200 OK\r\n") and answer.endswith(b"\r\n\r\nok\n")
+        assert seen == [("GET", "/ready?x=1")]
+        assert caplog.text.count("event=metrics_listen_failed") == 1  # once per cause
+    finally:
+        listener.close()
+    with pytest.raises(OSError):
+        _get(port, "/ready")
 
 
 def test_parse_head_waits_for_the_whole_head_and_refuses_garbage() -> None:
@@ -311,34 +381,102 @@ def test_bad_metrics_listen_addresses_are_refused(text: str) -> None:
 # --- JSON log lines -----------------------------------------------------------------------------
 
 
-def json_line(message: str, *args: object) -> dict[str, Any]:
-    record = logging.LogRecord("kafkaupstream.x", logging.WARNING, __file__, 1, message, args, None)
-    line = JsonLineFormatter().format(record)
-    assert "\n" not in line
-    parsed = json.loads(line)
-    assert isinstance(parsed, dict)
-    return parsed
+class Lines(logging.Handler):
+    """Keeps what one logger emits, formatted as the runner's text and JSON lines."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+    def json(self) -> list[dict[str, Any]]:
+        lines = [JsonLineFormatter().format(r) for r in self.records]
+        assert all("\n" not in line for line in lines)
+        return [json.loads(line) for line in lines]
 
 
-def test_json_lines_carry_the_event_and_its_fields() -> None:
-    line = json_line(
-        "event=producer_created producer=%s config=%s cause=%r",
-        "producer-1",
-        json.dumps({"bootstrap.servers": "k:9092", "acks": "all"}),
-        "it's\nbroken",
+@pytest.fixture
+def lines() -> Iterator[Lines]:
+    logger = logging.getLogger("kafkaupstream.test_lines")
+    handler = Lines()
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)
+    yield handler
+    logger.removeHandler(handler)
+
+
+def test_log_event_renders_the_text_and_hands_json_the_fields_as_given(lines: Lines) -> None:
+    logger = logging.getLogger("kafkaupstream.test_lines")
+    config = {"bootstrap.servers": "k:9092", "acks": "all"}
+    log_event(
+        logger,
+        logging.WARNING,
+        "producer_created",
+        producer="producer-1",
+        config=config,
+        cause="it's\nbroken",
+        left=3,
+        budget_s=0.7,
     )
+    (record,) = lines.records
+    assert record.getMessage() == (
+        "event=producer_created producer=producer-1 "
+        'config={"bootstrap.servers":"k:9092","acks":"all"} '
+        'cause="it\'s\\nbroken" left=3 budget_s=0.7'
+    )
+    (line,) = lines.json()
     assert line["event"] == "producer_created" and line["level"] == "warning"
     assert line["fields"] == {
         "producer": "producer-1",
-        "config": {"bootstrap.servers": "k:9092", "acks": "all"},
+        "config": config,
         "cause": "it's\nbroken",
+        "left": 3,
+        "budget_s": 0.7,
     }
+    assert line["msg"] == record.getMessage()
     assert line["ts"].endswith("Z") and len(line["ts"]) == len("2026-01-01T00:00:00.000Z")
 
 
-def test_a_message_without_fields_is_kept_whole() -> None:
-    line = json_line("plain text = not a field")
-    assert (
-        line["msg"] == "plain text = not a field" and "event" not in line and "fields" not in line
-    )
-    assert message_fields("a=1 b='x y' c") == {"a": "1", "b": "x y"}
+def test_a_line_not_logged_as_an_event_is_kept_whole(lines: Lines) -> None:
+    logging.getLogger("kafkaupstream.test_lines").warning("plain text = not a %s", "field")
+    (line,) = lines.json()
+    assert line["msg"] == "plain text = not a field" and "event" not in line
+    assert "fields" not in line
+
+
+def test_values_that_are_not_plain_tokens_are_quoted() -> None:
+    assert [render_value(v) for v in ("a-1.b:2", "", "two words", "x=y", None, True)] == [
+        "a-1.b:2",
+        "''",
+        "'two words'",
+        "'x=y'",
+        "-",
+        "True",
+    ]
+
+
+def test_a_rate_limit_lets_one_through_per_interval_and_counts_the_rest() -> None:
+    now = [100.0]
+    limit = RateLimit(5.0, clock=lambda: now[0])
+    assert limit.hit() == 0
+    assert [limit.hit(), limit.hit()] == [None, None]
+    assert limit.hit("other key") == 0  # keys are limited apart
+    now[0] += 5.0
+    assert limit.hit() == 2  # the two held back since
+    assert limit.hit() is None
+
+
+def test_a_rate_limited_event_says_how_many_it_stands_for(lines: Lines) -> None:
+    logger = logging.getLogger("kafkaupstream.test_lines")
+    now = [0.0]
+    limit = RateLimit(5.0, clock=lambda: now[0])
+    for _ in range(3):
+        limit.log(logger, logging.WARNING, "in_flight_cap_reached", counted="refused", cap=8)
+    now[0] = 5.0
+    limit.log(logger, logging.WARNING, "in_flight_cap_reached", counted="refused", cap=8)
+    assert [r.getMessage() for r in lines.records] == [
+        "event=in_flight_cap_reached cap=8 refused=1",
+        "event=in_flight_cap_reached cap=8 refused=3",
+    ]

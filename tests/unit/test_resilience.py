@@ -17,7 +17,7 @@ import pytest
 from confluent_kafka import KafkaError, KafkaException, Producer
 
 from kafkaupstream.plugin import KafkaUpstreamPlugin
-from kafkaupstream.producers import KafkaRecord, ProducerPool, pool
+from kafkaupstream.producers import KafkaRecord, ProducerPool, canonical_config, pool
 from tests.waiting import eventually
 
 from .test_plugin_handle import Requests
@@ -106,16 +106,16 @@ def test_a_dead_producer_is_replaced_and_its_waiters_answered(
 ) -> None:
     async def scenario() -> None:
         pool_ = ProducerPool(factory=scripted)
-        first = pool_.get(CONFIG)
+        first = pool_.get_canonical(canonical_config(CONFIG))
         waiter = asyncio.create_task(first.produce(KafkaRecord("t", b"v"), wait=True, timeout=5.0))
         await asyncio.sleep(0.05)
         kill(ScriptedClient.made[0])
         await asyncio.to_thread(
             eventually, lambda: first.dead is not None, timeout=2.0, interval=0.01
         )
-        second = pool_.get(CONFIG)
+        second = pool_.get_canonical(canonical_config(CONFIG))
         assert second is not first and second.dead is None
-        assert pool_.get(CONFIG) is second
+        assert pool_.get_canonical(canonical_config(CONFIG)) is second
         # The dead client is purged and closed by its own poll thread; its waiter is answered.
         outcome = await asyncio.wait_for(waiter, 2.0)
         assert type(outcome).__name__ == "Failed"
@@ -131,11 +131,11 @@ def test_a_dead_producer_is_replaced_and_its_waiters_answered(
 def test_an_ordinary_delivery_failure_keeps_the_producer() -> None:
     async def scenario() -> None:
         pool_ = ProducerPool(factory=scripted)
-        first = pool_.get(CONFIG)
+        first = pool_.get_canonical(canonical_config(CONFIG))
         ScriptedClient.made[0].report_error = KafkaError(KafkaError._MSG_TIMED_OUT)
         outcome = await first.produce(KafkaRecord("t", b"v"), wait=True, timeout=2.0)
         assert type(outcome).__name__ == "Failed"
-        assert first.dead is None and pool_.get(CONFIG) is first
+        assert first.dead is None and pool_.get_canonical(canonical_config(CONFIG)) is first
         await pool_.close(1.0)
 
     run(scenario())
@@ -146,10 +146,10 @@ def test_replacements_are_paced(monkeypatch: pytest.MonkeyPatch) -> None:
 
     async def scenario() -> None:
         pool_ = ProducerPool(factory=scripted)
-        first = pool_.get(CONFIG)
+        first = pool_.get_canonical(canonical_config(CONFIG))
         ScriptedClient.made[0].error_cb(KafkaError(KafkaError._FATAL, fatal=True))
         # Dead within a minute of being made: kept (it fails fast) rather than churned.
-        assert first.dead is not None and pool_.get(CONFIG) is first
+        assert first.dead is not None and pool_.get_canonical(canonical_config(CONFIG)) is first
         await pool_.close(1.0)
 
     run(scenario())
