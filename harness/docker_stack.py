@@ -27,7 +27,7 @@ import socket
 import subprocess
 import time
 import urllib.parse
-from collections.abc import Callable, Iterator, Mapping, MutableMapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -245,7 +245,6 @@ class DockerStack:
         attempts: int = 3,
         start_timeout: float = 120.0,
         kafka_port: Callable[[], int] = free_port,
-        environ: MutableMapping[str, str] | None = None,
     ) -> None:
         self.project = project
         self.image = image
@@ -257,7 +256,6 @@ class DockerStack:
         self.attempts = attempts
         self.start_timeout = start_timeout
         self._kafka_port = kafka_port
-        self._environ = os.environ if environ is None else environ
         self._saved: dict[str, str | None] = {}
         # A letter first: APISIX turns a substituted value that looks like a number into one.
         self.admin_key = f"e2e{secrets.token_hex(20)}"
@@ -320,9 +318,9 @@ class DockerStack:
             self._started = None
         for name, value in self._saved.items():
             if value is None:
-                self._environ.pop(name, None)
+                os.environ.pop(name, None)
             else:
-                self._environ[name] = value
+                os.environ[name] = value
         self._saved.clear()
         if self._client is not None:
             self._client.close()
@@ -332,7 +330,8 @@ class DockerStack:
         self.endpoints = None
 
     def _set_environment(self, kafka_port: int) -> None:
-        """The compose file's variables for this attempt (read by every compose command)."""
+        """The compose file's variables for this attempt, in this process's environment: every
+        compose command pytest-docker runs inherits it (``stop`` restores it)."""
         values = {
             "APISIX_ADMIN_KEY": self.admin_key,
             "KAFKAUPSTREAM_IMAGE": self.image,
@@ -350,8 +349,8 @@ class DockerStack:
         if self.where.admin_allow:
             values["APISIX_ADMIN_ALLOW"] = self.where.admin_allow
         for name, value in values.items():
-            self._saved.setdefault(name, self._environ.get(name))
-            self._environ[name] = value
+            self._saved.setdefault(name, os.environ.get(name))
+            os.environ[name] = value
 
     def _compose_down(self) -> None:
         """pytest-docker's cleanup commands, which it skips when its setup failed."""
