@@ -173,3 +173,9 @@ def test_the_init_job_fails_when_a_create_fails(tmp_path: Path, topic: str) -> N
     assert status != 0
     # set -e: nothing runs after the failed create.
     assert f"--topic {topic} " in calls[-1]
+
+
+def test_the_image_build_context_leaves_out_the_harness_and_the_tests() -> None:
+    ignored = set((COMPOSE_FILE.parents[1] / ".dockerignore").read_text().split())
+    assert {"harness", "tests"} <= ignored
+    assert "!examples/apisix/config.yaml" in ignored
