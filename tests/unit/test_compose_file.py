@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import stat
@@ -179,3 +180,17 @@ def test_the_image_build_context_leaves_out_the_harness_and_the_tests() -> None:
     ignored = set((COMPOSE_FILE.parents[1] / ".dockerignore").read_text().split())
     assert {"harness", "tests"} <= ignored
     assert "!examples/apisix/config.yaml" in ignored
+
+
+def test_the_standalone_routes_carry_the_admin_api_routes_confs() -> None:
+    standalone = {
+        r["id"]: r
+        for r in yaml.safe_load((COMPOSE_FILE.parent / "apisix.yaml").read_text())["routes"]
+    }
+    for name in ("open-route.json", "authenticated-route.json"):
+        route = json.loads((COMPOSE_FILE.parent / "routes" / name).read_text())
+        (phase,) = [p for p in route["plugins"] if p.startswith("ext-plugin")]
+        conf = json.loads(route["plugins"][phase]["conf"][0]["value"])
+        twin = json.loads(standalone[route["id"]]["plugins"][phase]["conf"][0]["value"])
+        # Only the broker differs: kafka:9092 in compose, 127.0.0.1:9092 beside the demo.
+        assert {**twin, "config": {**twin["config"], "bootstrap.servers": "kafka:9092"}} == conf
