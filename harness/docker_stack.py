@@ -75,7 +75,7 @@ def engine_unavailable_reason(timeout: float = 5.0) -> str | None:
     client failing before it sent a byte (docker 7.0.0 with requests >= 2.32 raised "Not
     supported URL scheme http+docker"), is reported as what it is.
     """
-    where = os.environ.get("DOCKER_HOST") or "the default socket"
+    where = os.environ.get("DOCKER_HOST") or "the default socket (unix:///var/run/docker.sock)"
     try:
         client = docker.from_env(timeout=timeout)
         try:
@@ -111,8 +111,6 @@ def _chain(exc: BaseException) -> Iterator[BaseException]:
 
 
 def _is_unreachable(exc: BaseException) -> bool:
-    if isinstance(exc, requests.exceptions.InvalidSchema | requests.exceptions.InvalidURL):
-        return False
     return isinstance(
         exc,
         requests.ConnectionError

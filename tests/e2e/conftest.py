@@ -83,7 +83,10 @@ def e2e_engine(docker_compose_command: str) -> None:
     reason = engine_unavailable_reason() or compose_unavailable_reason(docker_compose_command)
     if reason is None:
         return
-    hint = "; start one or set DOCKER_HOST (KAFKAUPSTREAM_E2E=require fails instead)"
+    hint = (
+        "; start one or set DOCKER_HOST (the SDK does not read docker contexts); "
+        "KAFKAUPSTREAM_E2E=require fails instead"
+    )
     if os.environ.get("KAFKAUPSTREAM_E2E") == "require":
         pytest.fail(reason + hint, pytrace=False)
     pytest.skip(reason + hint)
