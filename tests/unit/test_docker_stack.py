@@ -104,6 +104,13 @@ def test_no_socket_is_reported_as_no_engine(
     assert reason.startswith(f"no Docker engine answered at unix://{tmp_path}/absent.sock")
 
 
+def test_a_refused_tcp_connection_is_reported_as_no_engine(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DOCKER_HOST", f"tcp://127.0.0.1:{free_port()}")
+    reason = engine_unavailable_reason()
+    assert reason is not None
+    assert reason.startswith("no Docker engine answered at tcp://127.0.0.1:")
+
+
 def test_an_engine_answering_with_an_error_is_not_called_missing(
     engine: FakeEngine,
 ) -> None:
