@@ -45,10 +45,15 @@ RUN /opt/python/bin/python3.11 -m venv /opt/kafkaupstream
 COPY . /src
 # --only-binary: a platform without a confluent-kafka (or uvloop) wheel must fail here, loudly,
 # rather than try to compile librdkafka (or libuv) in an image that has no compiler. pip and
-# setuptools are not needed at run time.
+# setuptools are not needed at run time. The context has no harness/ (.dockerignore): the
+# distribution's kafkaupstream-harness script would point at nothing, so it goes too.
 RUN set -eux; \
     /opt/kafkaupstream/bin/pip install --only-binary=confluent-kafka,uvloop /src; \
     /opt/kafkaupstream/bin/pip uninstall -y pip setuptools; \
+    rm -f /opt/kafkaupstream/bin/kafkaupstream-harness; \
+    if /opt/kafkaupstream/bin/python -c "import harness" 2>/dev/null; then \
+        echo "the harness package must not be in the image" >&2; exit 1; \
+    fi; \
     /opt/kafkaupstream/bin/kafkaupstream --version
 
 # --- the runtime image ------------------------------------------------------------------------

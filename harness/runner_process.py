@@ -27,7 +27,7 @@ class RunnerProcess:
         log_path: str | None = None,
         workers: int | None = None,
     ) -> None:
-        """``workers`` adds ``--workers N``; None leaves the runner's default (one per CPU)."""
+        """``workers`` adds ``--workers N``; None leaves the runner's default (its usable CPUs)."""
         self._tmpdir: tempfile.TemporaryDirectory[str] | None = None
         if socket_path is None:
             # Short path: unix socket paths are limited to ~107 bytes.

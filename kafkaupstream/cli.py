@@ -10,6 +10,7 @@ from collections.abc import Sequence
 
 from kafkaupstream import __version__
 from kafkaupstream.logs import configure_logging, log_event
+from kafkaupstream.worker_count import usable_cpus, worker_count
 
 log = logging.getLogger("kafkaupstream")
 
@@ -55,9 +56,11 @@ def _build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--workers",
         type=_at_least_one,
-        default=os.cpu_count() or 1,
-        help="worker processes accepting on the one socket, sharing the conf tokens (default: "
-        "the number of CPUs, %(default)s here); 1 = a single process, no fork",
+        default=None,
+        metavar="N",
+        help="worker processes accepting on the one socket, sharing the conf tokens; 1 = a "
+        "single process, no fork (default: KAFKAUPSTREAM_WORKERS, else the CPUs this process "
+        f"may use: its affinity capped by the cgroup cpu.max quota, {usable_cpus()} here)",
     )
     run.add_argument(
         "--max-in-flight",
@@ -133,7 +136,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
             conf_expire=expire,
             shutdown_timeout_s=args.shutdown_timeout,
             test_plugins=args.test_plugins,
-            workers=args.workers,
+            workers=worker_count(args.workers, os.environ),
             max_in_flight=(
                 args.max_in_flight
                 if args.max_in_flight is not None

@@ -25,8 +25,9 @@ def _load(name: str) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def example_routes(stack: DockerStack) -> tuple[E2ERoute, E2ERoute, str]:
-    """The example routes and consumer, PUT unchanged; (open route, authenticated route, key)."""
-    stack.create_topics({"kafkaupstream": 3, "kafkaupstream2": 3})
+    """The example routes and consumer, PUT unchanged; (open route, authenticated route, key).
+
+    The topics are the ones the compose file's kafka-init job created."""
     routes = []
     for name in ("routes/open-route.json", "routes/authenticated-route.json"):
         body = _load(name)
