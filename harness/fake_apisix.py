@@ -4,7 +4,9 @@ What it reproduces of APISIX's ext-plugin client: a keepalive pool per worker (3
 LIFO like cosockets), PrepareConf on a *second* connection while the first is already open, the
 per-worker token lrucache (8 entries, 3600 s) in front of a shared dict (0.9 x 3600 s) and one
 global prepare lock, request ids ``(worker << 22) + counter``, up to 3 attempts when the runner
-says CONF_TOKEN_NOT_FOUND (flushing every cache), ExtraInfo answered from the request (body, vars),
+says CONF_TOKEN_NOT_FOUND (flushing the shared dict and that worker's lrucache), what survives a
+runner replacement (:meth:`FakeApisix.reload`, :meth:`FakeApisix.runner_exit`), at most 100 request
+headers in Lua hash order, ExtraInfo answered from the request (body, vars),
 Stop turned into an HTTP answer (status 0 -> 200, first header sets, later ones append), and 503
 for any other failure. It never reaches into the runner: only bytes on the socket.
 """
@@ -14,8 +16,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import zlib
 from collections import OrderedDict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from harness.headers import all_headers, first_header
@@ -171,6 +174,11 @@ class _Worker:
         self.idle: list[_RPCConnection] = []
         self.lru: OrderedDict[str, tuple[int, float]] = OrderedDict()
 
+    def close_idle(self) -> None:
+        for conn in self.idle:
+            conn.close()
+        self.idle.clear()
+
     def next_id(self) -> int:
         request_id = (self.worker_id << 22) + self.counter
         self.counter = (self.counter + 1) % (1 << 22)
@@ -220,7 +228,7 @@ class FakeApisix:
                 if exc.token_not_found and attempt < MAX_ATTEMPTS:
                     log.warning("refresh cache and try again")
                     self.retry_count += 1
-                    self._flush_tokens()
+                    self._flush_tokens(w)
                     continue
                 log.error("%s", exc)
                 return HTTPAnswer(
@@ -232,11 +240,31 @@ class FakeApisix:
         """Obtain a token as APISIX would (caches, shared dict, lock, PrepareConf)."""
         return await self._token(self._pick_worker(worker), plugin)
 
+    def reload(self, socket_path: str | None = None) -> None:
+        """``apisix reload`` (nginx HUP): new workers, same shared dict, no flush.
+
+        The new workers start with empty lrucaches and pools, but the shared dict keeps every
+        token the previous runner handed out (no ``runner_exit`` event is posted on this path),
+        so the next runner, on ``socket_path`` (default: the same path), sees stale tokens.
+        """
+        if socket_path is not None:
+            self.socket_path = socket_path
+        for w in self._workers:
+            w.close_idle()
+            w.lru.clear()
+
+    def runner_exit(self, processed_by: Iterable[int]) -> None:
+        """The agent's ``runner_exit`` event, as far as the workers in ``processed_by`` got.
+
+        Each of them flushes the shared dict and its own lrucache; a worker that has not
+        processed the event yet keeps the dead runner's tokens in its lrucache.
+        """
+        for worker in processed_by:
+            self._flush_tokens(self._workers[worker])
+
     async def close(self) -> None:
         for w in self._workers:
-            for conn in w.idle:
-                conn.close()
-            w.idle.clear()
+            w.close_idle()
 
     async def __aenter__(self) -> FakeApisix:
         return self
@@ -268,10 +296,10 @@ class FakeApisix:
 
     # --- tokens -------------------------------------------------------------------------------
 
-    def _flush_tokens(self) -> None:
+    def _flush_tokens(self, w: _Worker) -> None:
+        """``flush conf token in shared dict`` and ``flush conf token lrucache`` (this worker)."""
         self._shared.clear()
-        for w in self._workers:
-            w.lru.clear()
+        w.lru.clear()
 
     async def _token(self, w: _Worker, plugin: PluginConf) -> int:
         now = self._now()
@@ -353,7 +381,7 @@ class FakeApisix:
 
 
 def _describe(client: ClientRequest, request_id: int, token: int) -> HTTPReqCallRequest:
-    """What APISIX puts in an HTTPReqCall: lower-cased header names, at most 100 headers."""
+    """What APISIX puts in an HTTPReqCall (headers: see :func:`lua_headers`)."""
     return HTTPReqCallRequest(
         id=request_id,
         conf_token=token,
@@ -361,8 +389,21 @@ def _describe(client: ClientRequest, request_id: int, token: int) -> HTTPReqCall
         path=client.path,
         src_ip=client.src_ip,
         args=tuple(TextEntry(n, v) for n, v in client.args),
-        headers=tuple(TextEntry(n.lower(), v) for n, v in client.headers[:MAX_HEADERS]),
+        headers=lua_headers(client.headers),
     )
+
+
+def lua_headers(headers: Sequence[tuple[str, str]]) -> tuple[TextEntry, ...]:
+    """``pairs(ngx.req.get_headers())``: the first 100 header lines, names lower-cased.
+
+    Names come in Lua hash order (here a fixed hash of the name, so not request order); the
+    values of one repeated name stay together and keep their order.
+    """
+    grouped: dict[str, list[str]] = {}
+    for name, value in headers[:MAX_HEADERS]:
+        grouped.setdefault(name.lower(), []).append(value)
+    order = sorted(grouped, key=lambda name: zlib.crc32(name.encode("utf-8", "surrogateescape")))
+    return tuple(TextEntry(name, value) for name in order for value in grouped[name])
 
 
 def _extra_info(request: ExtraInfoRequest, client: ClientRequest) -> bytes | None:

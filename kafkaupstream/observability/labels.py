@@ -1,4 +1,4 @@
-"""Metric label values that stay bounded and secret-free, and the redacted bootstrap list.
+"""Metric label values that stay bounded and secret-free.
 
 Labels are derived only from what the operator controls (APISIX route ids, allow-listed topics,
 librdkafka's error names, our own answer codes), never from client-chosen free text, and each
@@ -16,9 +16,6 @@ OTHER = "_other"
 #: APISIX ids are at most 64 characters of ``[a-zA-Z0-9-_.]``; conf types are short words.
 _MAX_LABEL_CHARS = 80
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.:#&-]")
-#: One bootstrap entry: ``[scheme://][userinfo@]host[:port]``; anything after is dropped.
-_HOST_PORT = re.compile(r"[A-Za-z0-9._:\[\]-]*")
-_MAX_BOOTSTRAP_ENTRIES = 10
 
 
 def route_label(key: str) -> str:
@@ -61,21 +58,3 @@ class BoundedLabels:
             return OTHER
         self._seen.add(value)
         return value
-
-
-def redact_bootstrap(servers: str) -> list[str]:
-    """``bootstrap.servers`` as it may be shown: scheme and host:port only, at most 10 entries.
-
-    Drops user info (``user:password@``) and anything after the port, which librdkafka would not
-    accept anyway but a careless config might carry.
-    """
-    shown: list[str] = []
-    entries = [entry.strip() for entry in servers.split(",") if entry.strip()]
-    for entry in entries[:_MAX_BOOTSTRAP_ENTRIES]:
-        scheme, sep, rest = entry.rpartition("://")
-        host_port = _HOST_PORT.match(rest.rsplit("@", 1)[-1])
-        address = host_port.group(0) if host_port else ""
-        shown.append(f"{_UNSAFE.sub('_', scheme)}://{address}" if sep else address)
-    if len(entries) > _MAX_BOOTSTRAP_ENTRIES:
-        shown.append(f"(+{len(entries) - _MAX_BOOTSTRAP_ENTRIES} more)")
-    return shown

@@ -24,9 +24,8 @@ from typing import Any, Protocol
 
 from kafkaupstream.logs import log_event
 from kafkaupstream.observability.files import MetricsDir
-from kafkaupstream.observability.labels import redact_bootstrap
 from kafkaupstream.observability.recorder import Recorder
-from kafkaupstream.producers import PooledProducer, ProducerPool, ProducerStats
+from kafkaupstream.producers import PooledProducer, ProducerPool, ProducerStats, redact_bootstrap
 
 log = logging.getLogger(__name__)
 

@@ -25,8 +25,11 @@ from kafkaupstream.producers.validation import check_producer_config
 MAX_TIMEOUT_MS = 55_000
 DEFAULT_TIMEOUT_MS = 5_000
 DEFAULT_MAX_BODY_BYTES = 1_048_576
-#: A request body reaches the runner in one ExtraInfo frame, whose payload is at most this.
-MAX_BODY_LIMIT = 16_777_215
+#: The largest body that can reach the runner: APISIX sends it in one ExtraInfo.Resp, whose
+#: payload (at most 16,777,215 bytes) spends 24 bytes on FlatBuffers (root offset, vtable, table,
+#: vector length) and pads the body to 4 bytes. Above it APISIX answers 503 itself, so a larger
+#: limit would promise what the runner never sees.
+MAX_BODY_LIMIT = 16_777_188
 #: Kafka's rule for topic names (legal characters, at most 249 of them, not "." or "..").
 _TOPIC_NAME = re.compile(r"^[A-Za-z0-9._-]{1,249}\Z")
 #: RFC 9110 token characters: what an HTTP header name may contain.

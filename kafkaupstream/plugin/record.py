@@ -25,6 +25,7 @@ from kafkaupstream.producers import KafkaRecord
 from kafkaupstream.protocol import Entries
 
 _PARTITION = re.compile(r"^-?[0-9]{1,10}\Z")
+_CONTROL_CHARACTER = re.compile(r"[\x00-\x1f\x7f]")
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,8 +59,7 @@ def route_request(config: RouteConfig, headers: Entries) -> Routing:
             if found.get(name, value) != value:
                 raise bad_header(name, "is given more than once with different values")
             found[name] = value
-        elif forwards is not None and forwards(name) and _is_utf8(name):
-            # A Kafka header key is UTF-8 text; confluent-kafka crashes (SIGSEGV) on any other.
+        elif forwards is not None and forwards(name) and _storable_name(name):
             forwarded.append((name, _raw(value)))
         if name == "content-type" and content_type is None:
             content_type = value
@@ -166,6 +166,16 @@ def key_text(found: object) -> str:
     if isinstance(found, float):
         return format(Decimal(repr(found)).normalize(), "f")
     return json.dumps(found, ensure_ascii=False, separators=(",", ":"))
+
+
+def _storable_name(name: str) -> bool:
+    """Whether a header name reaches Kafka as itself; any other is dropped, never forwarded.
+
+    librdkafka keeps a header key as a C string, so a NUL cuts it (``authorization\0junk`` would
+    be stored as ``authorization``, past the credential filter); no control character belongs
+    in an HTTP field name; and confluent-kafka crashes (SIGSEGV) on a key that is not UTF-8.
+    """
+    return _CONTROL_CHARACTER.search(name) is None and _is_utf8(name)
 
 
 def _is_utf8(text: str) -> bool:

@@ -16,6 +16,7 @@ from kafkaupstream.producers.config import (
     canonical_config,
     is_secret,
     redact,
+    redact_bootstrap,
 )
 from kafkaupstream.producers.outcomes import (
     ANY_PARTITION,
@@ -60,4 +61,5 @@ __all__ = [
     "failure",
     "is_secret",
     "redact",
+    "redact_bootstrap",
 ]

@@ -7,6 +7,7 @@ spelling (``True`` -> ``"true"``, ``5`` -> ``"5"``), sorted.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import TypeAlias
 
@@ -43,6 +44,12 @@ _SECRET_MARKERS = (
 )
 
 REDACTED = "***"
+#: Properties holding the broker list, whose entries may carry ``user:password@``.
+BOOTSTRAP_PROPERTIES = ("bootstrap.servers", "metadata.broker.list")
+#: One bootstrap entry: ``[scheme://][userinfo@]host[:port]``; anything after is dropped.
+_HOST_PORT = re.compile(r"[A-Za-z0-9._:\[\]-]*")
+_SCHEME_UNSAFE = re.compile(r"[^A-Za-z0-9_.+-]")
+_MAX_BOOTSTRAP_ENTRIES = 10
 
 
 class ProducerConfigError(ValueError):
@@ -99,14 +106,60 @@ def _as_text(name: str, value: object) -> str:
 
 
 def redact(config: ConfigKey | Mapping[str, str]) -> dict[str, str]:
-    """A copy safe to log: secret values replaced by ``***``."""
+    """A copy safe to log: secret values replaced by ``***``, broker lists by their hosts."""
     items = config.items() if isinstance(config, Mapping) else config
-    return {name: REDACTED if is_secret(name) else value for name, value in items}
+    return {name: _redacted_value(name, value) for name, value in items}
+
+
+def _redacted_value(name: str, value: str) -> str:
+    if is_secret(name):
+        return REDACTED
+    if name in BOOTSTRAP_PROPERTIES:
+        return ",".join(redact_bootstrap(value))
+    return value
 
 
 def scrub(text: str, config: ConfigKey) -> str:
-    """``text`` (e.g. a librdkafka error) with every secret value of ``config`` blanked out."""
+    """``text`` (e.g. a librdkafka error or log line) with every secret of ``config`` blanked:
+    secret values, and the user info (and its password alone) of broker-list entries."""
     for name, value in config:
-        if value and is_secret(name):
+        if not value:
+            continue
+        if is_secret(name):
             text = text.replace(value, REDACTED)
+        elif name in BOOTSTRAP_PROPERTIES:
+            for userinfo in _userinfos(value):
+                text = text.replace(userinfo, REDACTED)
+                password = userinfo.partition(":")[2]
+                if password:
+                    text = text.replace(password, REDACTED)
     return text
+
+
+def redact_bootstrap(servers: str) -> list[str]:
+    """``bootstrap.servers`` as it may be shown: scheme and host:port only, at most 10 entries.
+
+    Drops user info (``user:password@``) and anything after the port, which librdkafka would not
+    accept anyway but a careless config might carry. The one redaction of broker lists: logs,
+    ``check-config``, metrics and ``/health`` all show this.
+    """
+    shown: list[str] = []
+    entries = [entry.strip() for entry in servers.split(",") if entry.strip()]
+    for entry in entries[:_MAX_BOOTSTRAP_ENTRIES]:
+        scheme, sep, rest = entry.rpartition("://")
+        host_port = _HOST_PORT.match(rest.rsplit("@", 1)[-1])
+        address = host_port.group(0) if host_port else ""
+        shown.append(f"{_SCHEME_UNSAFE.sub('_', scheme)}://{address}" if sep else address)
+    if len(entries) > _MAX_BOOTSTRAP_ENTRIES:
+        shown.append(f"(+{len(entries) - _MAX_BOOTSTRAP_ENTRIES} more)")
+    return shown
+
+
+def _userinfos(servers: str) -> list[str]:
+    """The ``user:password`` parts of a broker list's entries, longest first."""
+    found = {
+        entry.rpartition("://")[2].rpartition("@")[0]
+        for entry in servers.split(",")
+        if "@" in entry
+    }
+    return sorted((info for info in found if info), key=len, reverse=True)

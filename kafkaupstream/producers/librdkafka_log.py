@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Callable
 
 from kafkaupstream.logs import RateLimit, log_event
 
@@ -19,15 +20,24 @@ _NUMBERS = re.compile(r"\d+")
 class RateLimitedLog:
     """The ``logger`` confluent-kafka calls as ``log(level, fmt, *args)`` (from any thread)."""
 
-    def __init__(self, client: str, interval_s: float = 30.0) -> None:
+    def __init__(
+        self,
+        client: str,
+        interval_s: float = 30.0,
+        *,
+        scrub: Callable[[str], str] = str,
+    ) -> None:
+        """``scrub`` blanks the producer's secrets in a line (librdkafka prints what it was given,
+        user info of a broker address included)."""
         self._client = client
+        self._scrub = scrub
         self._limit = RateLimit(interval_s)
 
     def log(self, level: int, fmt: str, *args: object) -> None:
         """Log the line now, or count it when the same shape was logged less than interval ago."""
         if not _LOG.isEnabledFor(level):
             return
-        line = fmt % args if args else fmt
+        line = self._scrub(fmt % args if args else fmt)
         suppressed = self._limit.hit((level, _NUMBERS.sub("#", line)))
         if suppressed is None:
             return

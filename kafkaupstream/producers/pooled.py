@@ -143,7 +143,7 @@ class PooledProducer:
         self._bridge: ReportBridge | None = None
         settings: dict[str, Any] = dict(config)
         settings.setdefault("log_level", _DEFAULT_LOG_LEVEL)
-        settings["logger"] = RateLimitedLog(name)
+        settings["logger"] = RateLimitedLog(name, scrub=partial(scrub, config=config))
         settings["error_cb"] = self._errors
         try:
             self._producer = factory(settings)

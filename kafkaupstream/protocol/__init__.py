@@ -26,6 +26,7 @@ from kafkaupstream.protocol.errors import (
     FrameTooLarge,
     InvalidMessage,
     MalformedFrame,
+    MessageTooLarge,
     ProtocolError,
     UnexpectedMessage,
 )
@@ -77,6 +78,7 @@ __all__ = [
     "InvalidMessage",
     "MalformedFrame",
     "Message",
+    "MessageTooLarge",
     "MessageType",
     "Method",
     "PrepareConfRequest",

@@ -20,7 +20,12 @@ from kafkaupstream.protocol.codec import (
     encode_message,
     message_type,
 )
-from kafkaupstream.protocol.errors import MalformedFrame, ProtocolError, UnexpectedMessage
+from kafkaupstream.protocol.errors import (
+    MalformedFrame,
+    MessageTooLarge,
+    ProtocolError,
+    UnexpectedMessage,
+)
 from kafkaupstream.protocol.frames import FrameBuffer
 from kafkaupstream.protocol.messages import (
     ErrorResponse,
@@ -31,6 +36,7 @@ from kafkaupstream.protocol.messages import (
     HTTPRespCallRequest,
     HTTPRespCallResponse,
     Message,
+    MessageType,
     PrepareConfRequest,
     PrepareConfResponse,
 )
@@ -106,13 +112,16 @@ _ANSWERS: Final[Mapping[type, type]] = MappingProxyType(
     }
 )
 _CALLS: Final = frozenset(_ANSWERS.values())
+_PREPARE_CONF: Final = int(MessageType.PREPARE_CONF)
 
 
 class Connection:
     """One ext-plugin connection seen from ``our_role``; holds no socket."""
 
-    def __init__(self, our_role: Role) -> None:
+    def __init__(self, our_role: Role, *, max_prepare_conf_bytes: int | None = None) -> None:
+        """``max_prepare_conf_bytes`` refuses a received PrepareConf payload over that size."""
         self.our_role: Final = our_role
+        self._max_prepare_conf_bytes = max_prepare_conf_bytes
         self.their_role: Final = our_role.peer
         self._decode = decode_apisix_message if our_role is Role.RUNNER else decode_runner_message
         self._buffer = FrameBuffer()
@@ -159,6 +168,15 @@ class Connection:
                         f"peer closed mid-frame with {len(self._buffer)} bytes of it received"
                     )
                 return ConnectionClosed()
+            if (
+                self._max_prepare_conf_bytes is not None
+                and frame.type == _PREPARE_CONF
+                and len(frame.payload) > self._max_prepare_conf_bytes
+            ):
+                raise MessageTooLarge(
+                    f"a PrepareConf of {len(frame.payload)} bytes"
+                    f" (at most {self._max_prepare_conf_bytes})"
+                )
             message = self._decode(frame.type, frame.payload)
             self._enter(self._next_state(self.their_role, message), message)
         except ProtocolError as exc:

@@ -33,5 +33,12 @@ class FrameTooLarge(ProtocolError):
     error_code = ErrorCode.SERVICE_UNAVAILABLE
 
 
+class MessageTooLarge(ProtocolError):
+    """A received message larger than this end accepts (the runner's PrepareConf byte limit).
+
+    Refused from the frame header, before the payload is decoded.
+    """
+
+
 class InvalidMessage(ProtocolError, ValueError):
     """A message to send holds a value its wire type cannot carry (e.g. an id of 2**32)."""

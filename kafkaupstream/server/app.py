@@ -18,12 +18,18 @@ import socket
 import stat
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from kafkaupstream.api import Plugin
 from kafkaupstream.logs import log_event
-from kafkaupstream.server.confs import LocalTokenStore, PreparedConfs, TokenStore
+from kafkaupstream.server.confs import (
+    LocalTokenStore,
+    PrepareConfLimits,
+    PreparedConfs,
+    TokenStore,
+)
+from kafkaupstream.server.fdlimit import OpenFilesWatch
 from kafkaupstream.server.handler import ApisixConnection, RunnerState
 from kafkaupstream.server.tokens import ConfTokenRegistry
 
@@ -35,6 +41,9 @@ log = logging.getLogger(__name__)
 #: nginx workers often run as another user than the master that spawned us; they need write
 #: permission on the socket to connect (both reference runners use this mode).
 SOCKET_MODE = 0o766
+#: Signals that mean "stop cleanly" (socket removed, in-flight answered). SIGHUP too: a runner
+#: has no configuration to reload, and dying of it would leave the socket file behind.
+SHUTDOWN_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +57,7 @@ class ServerSettings:
     shutdown_timeout_s: float = 0.8
     #: Share of the budget given to in-flight exchanges before they are answered 503.
     drain_share: float = 0.6
+    conf_limits: PrepareConfLimits = field(default_factory=PrepareConfLimits)
 
 
 def parse_listen_address(value: str) -> str:
@@ -78,9 +88,11 @@ class RunnerServer:
         self.state = RunnerState(
             plugins=by_name,
             confs=PreparedConfs(by_name, store),
+            conf_limits=settings.conf_limits,
             recorder=telemetry.recorder if telemetry is not None else None,
         )
         self._server: asyncio.AbstractServer | None = None
+        self._open_files: OpenFilesWatch | None = None
         self._socket_identity: tuple[int, int] | None = None
         self._stopped = asyncio.Event()
 
@@ -96,6 +108,7 @@ class RunnerServer:
             sock = bind_unix_socket(self.settings.socket_path)
             self._socket_identity = socket_identity(self.settings.socket_path)
         loop = asyncio.get_running_loop()
+        self._open_files = OpenFilesWatch(loop)
         self._server = await loop.create_unix_server(
             lambda: ApisixConnection(self.state), sock=sock, backlog=1024
         )
@@ -103,7 +116,7 @@ class RunnerServer:
         log_event(log, logging.INFO, event, path=self.settings.socket_path, pid=os.getpid())
 
     def request_shutdown(self) -> None:
-        """Signal handler entry point (SIGTERM/SIGINT): idempotent."""
+        """Signal handler entry point (:data:`SHUTDOWN_SIGNALS`): idempotent."""
         if not self.state.shutting_down:
             log_event(log, logging.INFO, "shutdown_requested")
             self.state.shutting_down = True
@@ -111,7 +124,7 @@ class RunnerServer:
 
     async def serve_until_stopped(self) -> None:
         loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
+        for sig in SHUTDOWN_SIGNALS:
             loop.add_signal_handler(sig, self.request_shutdown)
         await self._stopped.wait()
         await self.shutdown()
@@ -123,6 +136,8 @@ class RunnerServer:
         self.state.shutting_down = True
         if self._server is not None:
             self._server.close()
+        if self._open_files is not None:
+            self._open_files.close()
         self._unlink_socket_if_ours()
         for conn in list(self.state.connections):
             conn.close_if_idle()

@@ -33,6 +33,19 @@ ChangeListener = Callable[[int], None]
 _SWEEP_EVERY_S = 60.0
 
 
+@dataclass(frozen=True, slots=True)
+class PrepareConfLimits:
+    """What one PrepareConf may carry; more is answered BAD_REQUEST (APISIX then answers 503).
+
+    A route's ``ext-plugin-*`` conf list holds a few entries; bounding it keeps one hostile or
+    broken PrepareConf from holding the event loop (20,000 entries took 10.7 s to prepare).
+    The byte limit applies to the frame's payload, before it is decoded.
+    """
+
+    entries: int = 64
+    payload_bytes: int = 1 << 20
+
+
 class StoreUnavailable(Exception):
     """The token store cannot be reached (the parent is gone or did not answer in time)."""
 

@@ -30,6 +30,7 @@ from kafkaupstream.protocol import (
     HTTPReqCallResponse,
     HTTPRespCallRequest,
     HTTPRespCallResponse,
+    MessageTooLarge,
     PrepareConfRequest,
     PrepareConfResponse,
     ProtocolError,
@@ -40,7 +41,7 @@ from kafkaupstream.protocol import (
     Var,
     encode_message,
 )
-from kafkaupstream.server.confs import PreparedConfs, StoreUnavailable
+from kafkaupstream.server.confs import PrepareConfLimits, PreparedConfs, StoreUnavailable
 
 if TYPE_CHECKING:
     from kafkaupstream.observability.recorder import Recorder
@@ -59,6 +60,7 @@ class RunnerState:
 
     plugins: dict[str, Plugin]
     confs: PreparedConfs
+    conf_limits: PrepareConfLimits = field(default_factory=PrepareConfLimits)
     recorder: Recorder | None = None
     connections: set[ApisixConnection] = field(default_factory=set)
     shutting_down: bool = False
@@ -73,7 +75,7 @@ class ApisixConnection(asyncio.Protocol):
 
     def __init__(self, state: RunnerState) -> None:
         self._state = state
-        self._conn = Connection(Role.RUNNER)
+        self._conn = Connection(Role.RUNNER, max_prepare_conf_bytes=state.conf_limits.payload_bytes)
         self._transport: asyncio.Transport | None = None
         self._wakeup: asyncio.Future[None] | None = None
         self._drained: asyncio.Future[None] | None = None
@@ -195,9 +197,8 @@ class ApisixConnection(asyncio.Protocol):
                 self._transport.close()
 
     def _fail(self, exc: ProtocolError) -> None:
-        log_event(
-            log, logging.WARNING, "malformed_frame", cause=str(exc), action="rpc_error_and_close"
-        )
+        event = "prepare_conf_refused" if isinstance(exc, MessageTooLarge) else "malformed_frame"
+        log_event(log, logging.WARNING, event, cause=str(exc), action="rpc_error_and_close")
         if self._transport is not None and not self._transport.is_closing():
             self._transport.write(encode_message(ErrorResponse(exc.error_code)))
 
@@ -210,8 +211,7 @@ class ApisixConnection(asyncio.Protocol):
                 if prepared is not None:
                     await self._http_req_call(event, prepared)
             elif isinstance(event, PrepareConfRequest):
-                confs = tuple((entry.name, entry.value or "") for entry in event.conf or ())
-                self._send(PrepareConfResponse(await self._state.confs.register(event.key, confs)))
+                await self._prepare_conf(event)
             elif isinstance(event, HTTPRespCallRequest):
                 if await self._prepared(event.conf_token) is not None:
                     self._send(HTTPRespCallResponse(event.id))
@@ -220,6 +220,23 @@ class ApisixConnection(asyncio.Protocol):
         except StoreUnavailable as exc:
             log_event(log, logging.ERROR, "token_store_unavailable", cause=str(exc))
             self._send(ErrorResponse(ErrorCode.SERVICE_UNAVAILABLE))
+
+    async def _prepare_conf(self, request: PrepareConfRequest) -> None:
+        entries = request.conf or ()
+        limit = self._state.conf_limits.entries
+        if len(entries) > limit:
+            log_event(
+                log,
+                logging.WARNING,
+                "prepare_conf_refused",
+                key=request.key,
+                cause=f"{len(entries)} entries (at most {limit})",
+                action="rpc_error",
+            )
+            self._send(ErrorResponse(ErrorCode.BAD_REQUEST))
+            return
+        confs = tuple((entry.name, entry.value or "") for entry in entries)
+        self._send(PrepareConfResponse(await self._state.confs.register(request.key, confs)))
 
     async def _prepared(self, token: int) -> tuple[PreparedConf, ...] | None:
         """The token's prepared confs (no await on a local hit), or answer CONF_TOKEN_NOT_FOUND."""

@@ -3,9 +3,9 @@
 APISIX spawns this process and, on stop or reload, SIGTERMs it, waits 1 s and SIGKILLs it. So the
 parent binds the one unix socket (unix sockets have no SO_REUSEPORT: every worker accepts on the
 inherited listening fd with its own event loop), forks N workers, serves their token lookups
-(``token_service.py``), restarts a worker that dies, and on SIGTERM/SIGINT forwards the signal,
-waits at most the shutdown budget (workers get a slightly smaller one, so they normally finish
-first), SIGKILLs stragglers, unlinks the socket only if it is still ours and exits 0.
+(``token_service.py``), restarts a worker that dies, and on SIGTERM/SIGINT/SIGHUP forwards the
+signal, waits at most the shutdown budget (workers get a slightly smaller one, so they normally
+finish first), SIGKILLs stragglers, unlinks the socket only if it is still ours and exits 0.
 
 The parent is a plain ``poll`` loop with no threads and no asyncio: forking from it is safe, and
 it never holds anything a worker must not inherit (no plugins, no producers). With
@@ -32,6 +32,7 @@ from kafkaupstream.observability import MetricsSetup, RunnerStatus, WorkerState
 from kafkaupstream.observability.endpoint import Endpoint
 from kafkaupstream.observability.http import HttpServer
 from kafkaupstream.server.app import (
+    SHUTDOWN_SIGNALS,
     RunnerServer,
     ServerSettings,
     bind_unix_socket,
@@ -46,7 +47,7 @@ from kafkaupstream.server.worker import WorkerSpec, describe_exit, fork_worker
 
 log = logging.getLogger(__name__)
 
-_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGCHLD)
+_SIGNALS = (*SHUTDOWN_SIGNALS, signal.SIGCHLD)
 #: Kept back from a worker's shutdown budget so the parent can still reap it in its own.
 _WORKER_RESERVE_S = 0.1
 #: A worker that lived this long before dying is restarted at once; quicker deaths back off.
@@ -69,7 +70,7 @@ def _ignore_signal(_signum: int, _frame: object) -> None:
 
 
 class Supervisor:
-    """Runs the parent until every worker is gone after SIGTERM/SIGINT."""
+    """Runs the parent until every worker is gone after a shutdown signal (SIGTERM/INT/HUP)."""
 
     def __init__(
         self,
@@ -176,7 +177,7 @@ class Supervisor:
         except BlockingIOError:
             return
         for signum in data:
-            if signum in (signal.SIGTERM, signal.SIGINT):
+            if signum in SHUTDOWN_SIGNALS:
                 self._begin_stop(signal.Signals(signum))
 
     def _begin_stop(self, sig: signal.Signals) -> None:

@@ -2,7 +2,8 @@
 
 Problem: APISIX may PrepareConf on one connection and send the HTTPReqCall on another, and with
 several worker processes accepting on one socket the two can land in different processes. Tokens
-must therefore mean the same thing everywhere: counted up from 1 by one allocator, one token per
+must therefore mean the same thing everywhere: counted up by one allocator (from a random start,
+see ``tokens.py``: why a stale token of an earlier runner must be unknown), one token per
 non-empty key, one TTL refreshed by a use in any worker, CONF_TOKEN_NOT_FOUND everywhere once
 expired.
 
@@ -28,8 +29,9 @@ Rejected alternatives:
   SIGKILLed while holding a ``multiprocessing.Lock`` leaves it locked forever (there is no
   robust mutex in the standard library), which contradicts "a killed worker is replaced". And it
   would still need a per-process cache of prepared states, so it saves only the rare round trip.
-- Deterministic tokens (hash of the key, or per-worker strides): breaks "count up from 1", and
-  keyless PrepareConfs could not be found by another worker at all.
+- Deterministic tokens (hash of the key, or per-worker strides): keyless PrepareConfs could not
+  be found by another worker, 32-bit hashes of different keys collide, and strides counted from a
+  fixed start repeat across runner starts.
 - Broadcasting every registration to every worker: the same IPC plus N copies, and TTL refreshes
   would have to be broadcast too.
 

@@ -1,6 +1,12 @@
 """The conf-token registry: what a PrepareConf produced, found again by the token APISIX sends.
 
-Tokens count up from 1; the same idempotent key gets the same token back. An entry lives for
+Tokens count up from a random 32-bit starting point picked at every runner start (never 0, wrapping
+at 2^32-1 past tokens still live); the same idempotent key gets the same token back. The random
+start is what keeps routes apart across runner restarts: APISIX keeps tokens in a shared dict that
+survives ``apisix reload`` (and a crash its workers have not noticed yet), so a token handed out
+by an earlier runner reaches this one; counting from 1 would give it to another route's conf and
+serve that route with it. From a random start a stale token is unknown here with probability
+~1 and gets CONF_TOKEN_NOT_FOUND, which makes APISIX re-prepare. An entry lives for
 1.2 x ``APISIX_CONF_EXPIRE_TIME`` after its last use (what the Go runner does), because APISIX can
 keep using a token for up to ~1.9 x that value (shared-dict TTL + per-worker lrucache TTL). An
 expired or unknown token is answered with CONF_TOKEN_NOT_FOUND, which makes APISIX re-prepare.
@@ -11,6 +17,7 @@ parent with several workers (workers keep only a cache in front of it, see ``con
 
 from __future__ import annotations
 
+import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -54,12 +61,16 @@ class ConfTokenRegistry(Generic[T]):
         conf_expire_s: float = DEFAULT_CONF_EXPIRE_S,
         *,
         clock: Callable[[], float] = time.monotonic,
+        first_token: int | None = None,
     ) -> None:
+        """``first_token`` fixes the start of the token space (tests); None picks a random one."""
         if conf_expire_s <= 0:
             raise ValueError("APISIX_CONF_EXPIRE_TIME must be a positive number of seconds")
+        if first_token is not None and not 0 < first_token <= _MAX_TOKEN:
+            raise ValueError(f"first_token must be in 1..{_MAX_TOKEN}")
         self.ttl_s = conf_expire_s * TTL_FACTOR
         self._clock = clock
-        self._next_token = 1
+        self._next_token = random_first_token() if first_token is None else first_token
         self._by_token: dict[int, _Entry[T]] = {}
         self._by_key: dict[str, int] = {}
         self._next_sweep = clock() + _SWEEP_EVERY_S
@@ -132,3 +143,8 @@ class ConfTokenRegistry(Generic[T]):
         self._next_sweep = now + _SWEEP_EVERY_S
         for token, entry in [(t, e) for t, e in self._by_token.items() if e.expires_at <= now]:
             self._drop(token, entry)
+
+
+def random_first_token() -> int:
+    """Where a runner's token space starts: uniform over 1..2^32-1 (0 is never a token)."""
+    return 1 + secrets.randbelow(_MAX_TOKEN)

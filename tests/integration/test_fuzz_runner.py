@@ -23,7 +23,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from harness.broker import EmbeddedBroker
-from harness.fake_apisix import ClientRequest, FakeApisix, HTTPAnswer, PluginConf
+from harness.fake_apisix import ClientRequest, FakeApisix, HTTPAnswer, PluginConf, lua_headers
 from harness.hostile import exchange_raw, expected_replies, good_exchange
 from harness.runner_process import RunnerProcess
 from kafkaupstream.plugin.answers import RequestError
@@ -214,10 +214,8 @@ def check_answer(
     assert answer.header("Content-Type") == "application/json", answer
     parsed = json.loads(answer.body)
     sent.answers[(answer.status, parsed.get("error", ""))] += 1
-    # What the runner saw: the fake APISIX lower-cases names and keeps the first 100.
-    predicted = outcome(
-        config, tuple(TextEntry(e.name.lower(), e.value) for e in entries[:100]), body
-    )
+    # What the runner saw: the first 100 headers, names lower-cased, in Lua hash order.
+    predicted = outcome(config, lua_headers([(e.name, e.value) for e in entries]), body)  # type: ignore[misc]
     if isinstance(predicted, RequestError):
         assert (answer.status, parsed["error"]) == (predicted.status, predicted.code)
         assert (predicted.status, predicted.code) in DOCUMENTED

@@ -19,8 +19,9 @@ import pytest
 
 from harness.broker import EmbeddedBroker, free_port
 from harness.consume import ConsumedRecord
-from harness.fake_apisix import ClientRequest, FakeApisix, HTTPAnswer, PluginConf
+from harness.fake_apisix import ClientRequest, FakeApisix, HTTPAnswer, PluginConf, lua_headers
 from harness.runner_process import RunnerProcess
+from kafkaupstream.plugin.config import MAX_BODY_LIMIT
 
 from .conftest import ReadRecords
 
@@ -247,8 +248,70 @@ def test_forward_headers_become_record_headers_and_control_headers_do_not(
         ("Authorization", "Bearer secret-token"),
     )
     rec = record_at(read_records, answer)
-    assert rec.headers == (("x-request-id", b"r-1"), ("user-agent", b"curl/8.5"))
+    assert sorted(rec.headers) == [("user-agent", b"curl/8.5"), ("x-request-id", b"r-1")]
     assert rec.key == b"k1"
+
+
+def test_forward_headers_keep_only_the_order_of_one_repeated_name_as_apisix_sends_them(
+    runner: RunnerProcess, broker: EmbeddedBroker, new_topic: NewTopic, read_records: ReadRecords
+) -> None:
+    # APISIX builds the header list with pairs() over ngx.req.get_headers(): names in Lua hash
+    # order, the values of one name together and in request order.
+    topic = new_topic(1)
+    sent = [("X-B", "b1"), ("X-A", "a1"), ("X-C", "c1"), ("X-A", "a2"), ("X-B", "b2"), JSON]
+    answer = send(
+        runner, route(broker.bootstrap, topic=topic, forward_headers=["x-*"]), b"{}", *sent
+    )
+    arrived = [(e.name, e.value.encode()) for e in lua_headers(sent) if e.name.startswith("x-")]
+    rec = record_at(read_records, answer)
+    assert rec.headers == tuple(arrived)  # the runner keeps the order it receives
+    assert [v for n, v in rec.headers if n == "x-a"] == [b"a1", b"a2"]
+    assert [v for n, v in rec.headers if n == "x-b"] == [b"b1", b"b2"]
+
+
+def test_the_runner_answers_413_up_to_the_frame_ceiling_and_apisix_503_above_it(
+    runner: RunnerProcess, broker: EmbeddedBroker
+) -> None:
+    value = route(broker.bootstrap, topic="t", max_body_bytes=MAX_BODY_LIMIT - 1)
+    largest = send(runner, value, b"x" * MAX_BODY_LIMIT, ("Content-Type", "text/plain"))
+    above = send(runner, value, b"x" * (MAX_BODY_LIMIT + 1), ("Content-Type", "text/plain"))
+    assert_error(largest, 413, "body_too_large")  # the body reached the runner
+    assert (above.status, above.action) == (503, "error")  # APISIX could not send it
+    assert "max" in above.error or "16777215" in above.error, above.error
+
+
+def test_header_names_with_a_nul_never_reach_kafka_as_a_credential_or_an_identity(
+    runner: RunnerProcess, broker: EmbeddedBroker, new_topic: NewTopic, read_records: ReadRecords
+) -> None:
+    topic = new_topic(1)
+    value = route(broker.bootstrap, topic=topic, forward_headers=["*", "x-consumer-username"])
+    answer = send(
+        runner,
+        value,
+        b"{}",
+        JSON,
+        ("Authorization\0junk", "Bearer secret-token"),
+        ("X-Consumer-Username\0", "admin"),
+        ("X-Consumer-Username", "alice"),
+    )
+    rec = record_at(read_records, answer)
+    assert dict(rec.headers) == {
+        "content-type": b"application/json",
+        "x-consumer-username": b"alice",
+    }
+    assert len(rec.headers) == 2
+
+
+def test_a_control_header_past_the_100th_never_reaches_the_runner(
+    runner: RunnerProcess, broker: EmbeddedBroker, new_topic: NewTopic, read_records: ReadRecords
+) -> None:
+    topic, chosen = new_topic(1), new_topic(1)
+    value = route(broker.bootstrap, topic=topic, allowed_topics=[chosen], headerprefix="x-k-")
+    filler = [(f"x-fill-{i}", "f") for i in range(99)]
+    within = send(runner, value, b"{}", JSON, *filler[:98], ("X-K-Topic", chosen))  # 100th
+    past = send(runner, value, b"{}", JSON, *filler, ("X-K-Topic", chosen))  # 101st
+    assert (body_of(within)["topic"], body_of(past)["topic"]) == (chosen, topic)
+    assert record_at(read_records, past).topic == topic
 
 
 # --- the answer table ----------------------------------------------------------------------------
@@ -472,6 +535,26 @@ def test_no_secret_appears_in_logs_or_answers_while_misconfigured_on_purpose(
     assert "route_config_invalid" in logs
     assert SECRET not in logs
     assert not re.search(r"Traceback", logs), logs
+
+
+def test_user_info_in_bootstrap_servers_never_reaches_the_log(broker: EmbeddedBroker) -> None:
+    # librdkafka cannot resolve "user:pw@host" and says so, naming the address it was given.
+    dead = f"127.0.0.1:{free_port()}"
+    values = [
+        route(f"user:{SECRET}@{dead}", topic="t", timeout_ms=800),
+        route(f"PLAINTEXT://user:{SECRET}@{broker.bootstrap}", topic="t", timeout_ms=800),
+    ]
+    with RunnerProcess(args=["--log-level", "DEBUG"]) as proc:
+        answers = [send(proc, value, b'{"a":1}') for value in values]
+        time.sleep(1.0)
+        logs = proc.logs()
+    assert {a.status for a in answers} <= {500, 502, 503, 504}, answers
+    created = [line for line in logs.splitlines() if "event=producer_created" in line]
+    assert len(created) == 2 and f'"bootstrap.servers": "{dead}"' in created[0], created
+    assert f'"bootstrap.servers": "PLAINTEXT://{broker.bootstrap}"' in created[1], created
+    assert re.search(r"producer=producer-\d+ .*(resolve|Connect)", logs), logs  # librdkafka's
+    assert SECRET not in logs
+    assert "user:" not in logs
 
 
 def test_a_huge_deeply_nested_body_does_not_stall_other_requests(

@@ -87,12 +87,15 @@ def prepare_raw(path: str, conf: tuple[TextEntry, ...] | None, key: str = "route
 # --- conf tokens --------------------------------------------------------------------------------
 
 
-def test_tokens_count_from_one_and_same_key_gets_same_token(runner):
+def test_tokens_count_up_from_a_random_start_and_same_key_gets_same_token(runner):
     stop = (TextEntry("stop", "{}"),)
     first = prepare_raw(runner.socket_path, stop, key="route#1#ext-plugin-pre-req#1")
     again = prepare_raw(runner.socket_path, stop, key="route#1#ext-plugin-pre-req#1")
     other = prepare_raw(runner.socket_path, stop, key="route#2#ext-plugin-pre-req#1")
-    assert (first, again, other) == (1, 1, 2)
+    assert again == first and other == first % 0xFFFFFFFF + 1
+    with RunnerProcess(args=["--test-plugins"]) as second:
+        restarted = prepare_raw(second.socket_path, stop, key="route#1#ext-plugin-pre-req#1")
+    assert restarted not in (first, other)  # a new runner start never reuses the old tokens
 
 
 def test_absent_and_empty_conf_lists_still_get_tokens(runner):
@@ -305,7 +308,7 @@ def test_socket_is_world_connectable_and_stale_socket_is_replaced(tmp_path):
     with RunnerProcess(socket_path=path, args=["--test-plugins"]) as proc:
         mode = stat.S_IMODE(os.stat(path).st_mode)
         assert mode == 0o766
-        assert prepare_raw(proc.socket_path, None, "k#1") == 1
+        assert prepare_raw(proc.socket_path, None, "k#1") >= 1
         assert proc.stop() == 0
     assert not os.path.exists(path)
 
@@ -317,7 +320,7 @@ def test_socket_of_a_newer_runner_is_not_unlinked_on_exit(tmp_path):
     try:
         assert old.stop() == 0
         assert os.path.exists(path)
-        assert prepare_raw(path, None, "k#new") == 1  # the new runner still answers
+        assert prepare_raw(path, None, "k#new") >= 1  # the new runner still answers
     finally:
         new.close()
 
@@ -334,7 +337,8 @@ def test_missing_listen_address_exits_with_a_clear_error():
     assert b"APISIX_LISTEN_ADDRESS" in proc.stderr
 
 
-def test_sigterm_during_traffic_exits_zero_within_one_second_answering_in_flight(runner):
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP], ids=["SIGTERM", "SIGHUP"])
+def test_sigterm_during_traffic_exits_zero_within_one_second_answering_in_flight(runner, sig):
     async def scenario():
         async with FakeApisix(runner.socket_path, workers=4) as apisix:
             conf = stop_conf(status=200, echo_body=True, delay_ms=150)
@@ -345,7 +349,7 @@ def test_sigterm_during_traffic_exits_zero_within_one_second_answering_in_flight
             ]
             await asyncio.sleep(0.05)  # every exchange is now inside the plugin's delay
             started = time.monotonic()
-            runner.send_signal(signal.SIGTERM)
+            runner.send_signal(sig)
             code = await asyncio.to_thread(runner.proc.wait, 5)
             elapsed = time.monotonic() - started
             answers = await asyncio.gather(*tasks)
@@ -355,6 +359,15 @@ def test_sigterm_during_traffic_exits_zero_within_one_second_answering_in_flight
     assert code == 0
     assert elapsed < 1.0
     assert [(a.status, a.body) for a in answers] == [(200, b"%d" % i) for i in range(40)]
+    assert not os.path.exists(runner.socket_path)
+
+
+def test_sighup_stops_the_single_process_runner_cleanly_removing_its_socket():
+    with RunnerProcess(args=["--test-plugins"], workers=1) as proc:
+        assert prepare_raw(proc.socket_path, None, "k#hup") >= 1
+        assert proc.stop(signal.SIGHUP) == 0
+        assert not os.path.exists(proc.socket_path)
+        assert "event=stopped" in proc.logs()
 
 
 def test_sigterm_cuts_off_an_exchange_longer_than_the_budget_with_an_answer(runner):
@@ -380,3 +393,85 @@ def test_idle_pooled_connection_is_closed_on_shutdown_without_error(runner):
         read_frame(sock)
         assert runner.stop() == 0
         assert sock.recv(1) == b""
+
+
+def test_on_sigterm_idle_connections_close_before_the_drain_so_nginx_drops_them_early(runner):
+    # nginx removes an idle pooled connection from its pool when it sees it close; closing the
+    # idle ones first (before in-flight exchanges drain) narrows the reuse race of a restart.
+    async def scenario():
+        async with FakeApisix(runner.socket_path) as apisix:
+            slow = stop_conf(status=201, delay_ms=400)
+            await apisix.prepare(slow)
+            reader, writer = await asyncio.open_unix_connection(runner.socket_path)
+            writer.write(encode_message(PrepareConfRequest(None, "k#idle")))
+            header = await reader.readexactly(4)
+            await reader.readexactly(struct.unpack(">I", b"\x00" + header[1:])[0])
+            in_flight = asyncio.create_task(apisix.request(slow, ClientRequest()))
+            await asyncio.sleep(0.1)
+            runner.send_signal(signal.SIGTERM)
+            eof = await asyncio.wait_for(reader.read(1), 0.3)
+            early = (runner.proc.poll() is None, in_flight.done())
+            writer.close()
+            return eof, early, await in_flight
+
+    eof, (running, answered), answer = run(scenario())
+    assert eof == b"" and running and not answered
+    assert answer.status == 201
+
+
+def test_a_request_on_a_dead_pooled_connection_after_a_restart_is_503_and_not_retried():
+    # What APISIX does when a pooled connection's close races with its reuse: the request fails
+    # ("failed to send RPC_HTTP_REQ_CALL"), only CONF_TOKEN_NOT_FOUND is retried.
+    with RunnerProcess(args=["--test-plugins"]) as first:
+
+        async def scenario():
+            async with FakeApisix(first.socket_path) as apisix:
+                conf = stop_conf(status=201)
+                before = await apisix.request(conf, ClientRequest())
+                first.stop(signal.SIGKILL)  # the loop is blocked: the pool cannot notice
+                with RunnerProcess(socket_path=first.socket_path, args=["--test-plugins"]):
+                    dead = await apisix.request(conf, ClientRequest())
+                    retries = apisix.retry_count
+                    # Each dead connection still pooled fails one request; then a fresh one.
+                    after = [await apisix.request(conf, ClientRequest()) for _ in range(3)]
+                return before, dead, retries, after
+
+        before, dead, retries, after = run(scenario())
+    assert (before.status, dead.status, retries) == (201, 503, 0)
+    assert dead.error.startswith("failed to send") or dead.error.endswith("closed")
+    assert after[-1].status == 201 and {a.status for a in after} <= {201, 503}
+
+
+# --- what one PrepareConf may carry --------------------------------------------------------------
+
+
+def test_a_prepare_conf_with_20000_entries_is_refused_at_once_and_the_loop_keeps_serving(runner):
+    many = tuple(TextEntry("stop", '{"status": 201}') for _ in range(20_000))
+    ok = prepare_raw(runner.socket_path, many[:64], "route#64#x#1")  # the limit itself is fine
+    started = time.monotonic()
+    with raw_connect(runner.socket_path) as sock:
+        sock.sendall(encode_message(PrepareConfRequest(many, "route#big#x#1")))
+        frame_type, payload = read_frame(sock)
+    refused_s = time.monotonic() - started
+    assert decode_runner_message(frame_type, payload) == ErrorResponse(ErrorCode.BAD_REQUEST)
+
+    async def served_meanwhile():
+        async with FakeApisix(runner.socket_path) as apisix:
+            return await apisix.request(stop_conf(status=202), ClientRequest())
+
+    assert ok >= 1 and run(served_meanwhile()).status == 202
+    print(f"\n20,000-entry PrepareConf refused in {refused_s * 1000:.0f} ms")
+    assert refused_s < 1.0
+    lines = [line for line in runner.logs().splitlines() if "event=prepare_conf_refused" in line]
+    assert len(lines) == 1 and "20000 entries (at most 64)" in lines[0]
+
+
+def test_a_prepare_conf_over_1_mib_is_refused_before_it_is_decoded(runner):
+    big = (TextEntry("stop", "x" * (1 << 20)),)
+    with raw_connect(runner.socket_path) as sock:
+        sock.sendall(encode_message(PrepareConfRequest(big, "route#huge#x#1")))
+        frame_type, payload = read_frame(sock)
+        assert sock.recv(1) == b""  # and the connection closed: its stream is not trusted
+    assert decode_runner_message(frame_type, payload) == ErrorResponse(ErrorCode.BAD_REQUEST)
+    lines = [line for line in runner.logs().splitlines() if "event=prepare_conf_refused" in line]
+    assert len(lines) == 1 and "(at most 1048576)" in lines[0]

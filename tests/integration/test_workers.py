@@ -38,7 +38,7 @@ from kafkaupstream.protocol import (
 from tests.integration.workerkit import only_running, process_state
 from tests.waiting import eventually
 
-UNUSED_TOKEN = 0  # tokens count from 1: a call with 0 is always CONF_TOKEN_NOT_FOUND
+UNUSED_TOKEN = 0  # never a token (the space skips 0): always CONF_TOKEN_NOT_FOUND
 
 
 def stop_entry(**fields: object) -> tuple[TextEntry, ...]:
@@ -140,7 +140,10 @@ def test_same_key_gets_the_same_token_in_every_worker(two_workers):
         assert answered(conn.call(tokens[-1]))[1] == pid
     other = connect_to(two_workers, pids[1]).prepare(stop_entry(), "route#2#ext-plugin-pre-req#1")
     keyless = connect_to(two_workers, pids[0]).prepare(None, "")
-    assert (tokens, other, keyless) == ([1, 1, 1, 1], 2, 3)
+    first = tokens[0]
+    # One allocator (the parent's), counting up from this runner's random start, 0 skipped.
+    assert tokens == [first] * 4
+    assert (other, keyless) == (first % 0xFFFFFFFF + 1, (first + 1) % 0xFFFFFFFF + 1)
 
 
 def test_expired_token_is_code_2_in_every_worker():
@@ -190,7 +193,8 @@ def test_default_is_one_worker_per_cpu_and_one_means_no_fork():
         assert answered(conn.call(token)) == (200, single.pid)
 
 
-def test_sigterm_with_workers_under_traffic_exits_zero_within_one_second(two_workers):
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP], ids=["SIGTERM", "SIGHUP"])
+def test_sigterm_with_workers_under_traffic_exits_zero_within_one_second(two_workers, sig):
     pids = two_workers.worker_pids()
     token = connect_to(two_workers, pids[0]).prepare(stop_entry(delay_ms=150), "route#1#x#1")
     conns = [connect_to(two_workers, pid) for pid in pids for _ in range(10)]
@@ -198,7 +202,7 @@ def test_sigterm_with_workers_under_traffic_exits_zero_within_one_second(two_wor
         calls = [pool.submit(conn.call, token, i) for i, conn in enumerate(conns)]
         time.sleep(0.05)  # every exchange is now inside the plugin's delay
         started = time.monotonic()
-        two_workers.send_signal(signal.SIGTERM)
+        two_workers.send_signal(sig)
         code = two_workers.proc.wait(5)
         elapsed = time.monotonic() - started
         answers = [answered(call.result()) for call in calls]
@@ -221,10 +225,15 @@ def test_wedged_worker_is_killed_at_the_budget_and_the_runner_still_exits_zero(t
     assert "event=shutdown_killed_workers count=1" in two_workers.logs()
 
 
-def test_killed_worker_is_replaced_and_its_tokens_survive(two_workers):
+@pytest.mark.parametrize(
+    ("sig", "cause"),
+    [(signal.SIGKILL, "killed by SIGKILL"), (signal.SIGHUP, "exit status 0")],
+    ids=["SIGKILL", "SIGHUP"],  # a SIGHUP (a hangup of the process group) is a clean stop
+)
+def test_killed_worker_is_replaced_and_its_tokens_survive(two_workers, sig, cause):
     victim, survivor = two_workers.worker_pids()
     token = connect_to(two_workers, victim).prepare(stop_entry(status=203), "route#1#x#1")
-    os.kill(victim, signal.SIGKILL)
+    os.kill(victim, sig)
     eventually(
         lambda: len(log_lines(two_workers, "worker_ready")) == 3,
         timeout=5.0,
@@ -232,7 +241,7 @@ def test_killed_worker_is_replaced_and_its_tokens_survive(two_workers):
         interval=0.01,
     )
     (died,) = log_lines(two_workers, "worker_died")
-    assert f"pid={victim} " in died and "killed by SIGKILL" in died
+    assert f"pid={victim} " in died and cause in died
     replacement = next(p for p in two_workers.worker_pids() if p != survivor)
     assert replacement != victim
     # The replacement never saw the PrepareConf; the token lives in the parent.

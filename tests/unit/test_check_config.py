@@ -95,6 +95,21 @@ def test_connect_reports_an_unreachable_broker(capsys: pytest.CaptureFixture[str
     assert report["connect_error"]
 
 
+@pytest.mark.parametrize("connect", [False, True])
+def test_user_info_in_bootstrap_servers_is_redacted_in_both_outputs(
+    connect: bool, capfd: pytest.CaptureFixture[str]
+) -> None:
+    servers = f"user:{SECRET}@127.0.0.1:1,SASL_SSL://bob:{SECRET}@kafka:9093"
+    value = json.dumps({"config": {"bootstrap.servers": servers}, "topic": "t"})
+    options = ["--connect", "--timeout", "0.5"] if connect else []
+    assert main(["check-config", *options, value]) == (1 if connect else 0)
+    captured = capfd.readouterr()  # librdkafka writes to the file descriptors itself
+    report = json.loads(captured.out)
+    assert report["effective"]["config"]["bootstrap.servers"] == "127.0.0.1:1,SASL_SSL://kafka:9093"
+    assert SECRET not in captured.out + captured.err
+    assert "user:" not in captured.out + captured.err
+
+
 def test_standard_input_is_read_with_a_dash() -> None:
     done = subprocess.run(
         [sys.executable, "-m", "kafkaupstream", "check-config", "-"],

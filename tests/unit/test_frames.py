@@ -6,8 +6,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from kafkaupstream.plugin.config import MAX_BODY_LIMIT
 from kafkaupstream.protocol import (
     MAX_PAYLOAD,
+    ExtraInfoResponse,
     Frame,
     FrameBuffer,
     FrameTooLarge,
@@ -15,6 +17,7 @@ from kafkaupstream.protocol import (
     MalformedFrame,
     ProtocolError,
     encode_frame,
+    encode_message,
 )
 
 
@@ -145,3 +148,11 @@ def test_arbitrary_bytes_give_frames_or_malformed_frame(data: bytes, sizes: list
         feed_in_chunks(buffer, data, sizes)
     except ProtocolError as exc:
         assert isinstance(exc, MalformedFrame)
+
+
+def test_max_body_bytes_is_the_largest_body_an_extra_info_answer_can_carry() -> None:
+    # APISIX builds the same FlatBuffers layout: 24 bytes around the body, padded to 4.
+    largest = encode_message(ExtraInfoResponse(b"x" * MAX_BODY_LIMIT))
+    assert len(largest) - 4 == MAX_PAYLOAD - 3
+    with pytest.raises(FrameTooLarge):
+        encode_message(ExtraInfoResponse(b"x" * (MAX_BODY_LIMIT + 1)))

@@ -35,12 +35,11 @@ from kafkaupstream.observability.labels import (
     OTHER,
     UNKNOWN,
     BoundedLabels,
-    redact_bootstrap,
     route_label,
 )
 from kafkaupstream.observability.report import RunnerStatus, WorkerState, health, ready
 from kafkaupstream.plugin import KafkaUpstreamPlugin
-from kafkaupstream.producers import ProducerPool
+from kafkaupstream.producers import ProducerPool, redact_bootstrap
 from kafkaupstream.server import RunnerServer, ServerSettings
 from tests.waiting import eventually
 

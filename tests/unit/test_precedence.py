@@ -217,7 +217,7 @@ def test_body_over_the_limit_is_413() -> None:
 # --- record headers ----------------------------------------------------------------------------
 
 
-def test_forward_headers_become_record_headers_in_request_order() -> None:
+def test_forward_headers_become_record_headers_in_the_order_they_arrive() -> None:
     config = route(topic="t", forward_headers=["x-*", "user-agent"])
     rec = record(
         config,
@@ -239,6 +239,22 @@ def test_control_headers_are_never_forwarded_even_when_a_glob_matches() -> None:
     rec = record(config, b"x", ("x-kafka-key", "k"), ("x-kafka-partition", "0"), ("x-id", "1"))
     assert rec.headers == (("x-id", b"1"),)
     assert rec.key == b"k"
+
+
+def test_header_names_with_nul_or_control_characters_are_dropped_not_truncated() -> None:
+    # librdkafka would store "authorization\0junk" as "authorization": the filter must see it all.
+    config = route(topic="t", forward_headers=["*", "x-consumer-username"])
+    rec = record(
+        config,
+        b"x",
+        ("authorization\0junk", "Bearer secret"),
+        ("x-consumer-username\0", "admin"),
+        ("x-tab\tname", "1"),
+        ("x-del\x7f", "1"),
+        ("x-consumer-username", "alice"),
+        ("x-id", "1"),
+    )
+    assert rec.headers == (("x-consumer-username", b"alice"), ("x-id", b"1"))
 
 
 def test_header_bytes_that_are_not_utf8_are_forwarded_unchanged() -> None:

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from kafkaupstream.api import Answer, HTTPRequest, Plugin
+from kafkaupstream.server import tokens as tokens_module
 from kafkaupstream.server.confs import (
     ConfList,
     LocalTokenStore,
@@ -69,14 +70,30 @@ CONF: ConfList = (("rec", "a"),)
 # --- the registry (the one authoritative table) -------------------------------------------------
 
 
-def test_tokens_count_from_one_and_a_known_key_keeps_its_token():
-    reg: ConfTokenRegistry[ConfList] = ConfTokenRegistry(10)
+def test_tokens_count_up_from_the_first_token_and_a_known_key_keeps_its_token():
+    reg: ConfTokenRegistry[ConfList] = ConfTokenRegistry(10, first_token=1)
     assert [reg.register(k, CONF).token for k in ("a", "b", "a", "", "")] == [1, 2, 1, 3, 4]
+
+
+def test_each_registry_starts_its_token_space_at_a_random_point():
+    # One per runner start: a stale token of the previous runner must be unknown to the next.
+    starts = {ConfTokenRegistry[str](10).register("route#1#x#1", "A").token for _ in range(8)}
+    assert len(starts) == 8 and 1 not in starts
+
+
+def test_the_random_start_is_never_0_and_wraps_past_2_32_minus_1_to_1(monkeypatch):
+    monkeypatch.setattr(tokens_module.secrets, "randbelow", lambda n: 0)
+    assert ConfTokenRegistry[str](10).register("a", "A").token == 1
+    monkeypatch.setattr(tokens_module.secrets, "randbelow", lambda n: n - 1)
+    top = ConfTokenRegistry[str](10)
+    assert [top.register(k, k).token for k in ("a", "b")] == [0xFFFFFFFF, 1]
+    with pytest.raises(ValueError):
+        ConfTokenRegistry[str](10, first_token=0)
 
 
 def test_lookup_refreshes_and_expiry_is_1_2_times_the_conf_expire_time():
     clock = Clock()
-    reg: ConfTokenRegistry[ConfList] = ConfTokenRegistry(10, clock=clock)
+    reg: ConfTokenRegistry[ConfList] = ConfTokenRegistry(10, clock=clock, first_token=1)
     token = reg.register("k", CONF).token
     clock.now += 11.9
     lease = reg.lookup(token)
@@ -88,7 +105,7 @@ def test_lookup_refreshes_and_expiry_is_1_2_times_the_conf_expire_time():
 
 def test_late_touch_extends_from_the_time_of_use_but_never_revives():
     clock = Clock()
-    reg: ConfTokenRegistry[ConfList] = ConfTokenRegistry(10, clock=clock)
+    reg: ConfTokenRegistry[ConfList] = ConfTokenRegistry(10, clock=clock, first_token=1)
     token = reg.register("k", CONF).token  # expires at 1012
     reg.touch(token, used_at=1011.0)  # a use at 1011, reported whenever
     assert reg.peek_key("k") == Lease(token, CONF, 1023.0)
@@ -101,7 +118,7 @@ def test_late_touch_extends_from_the_time_of_use_but_never_revives():
 
 def test_peek_key_is_not_a_use():
     clock = Clock()
-    reg: ConfTokenRegistry[ConfList] = ConfTokenRegistry(10, clock=clock)
+    reg: ConfTokenRegistry[ConfList] = ConfTokenRegistry(10, clock=clock, first_token=1)
     reg.register("k", CONF)
     clock.now += 11
     assert reg.peek_key("k") == Lease(1, CONF, 1012.0)
@@ -112,7 +129,7 @@ def test_peek_key_is_not_a_use():
 
 
 def test_service_answers_register_lookup_and_reports_a_changed_conf_list():
-    service = TokenService(ConfTokenRegistry(10))
+    service = TokenService(ConfTokenRegistry(10, first_token=1))
     reply, changed = service.handle(
         {"op": "register", "id": 7, "key": "k", "confs": [["rec", "a"]]}
     )
@@ -141,7 +158,7 @@ def test_service_answers_register_lookup_and_reports_a_changed_conf_list():
 )
 def test_service_refuses_malformed_messages(message):
     with pytest.raises(WireError):
-        TokenService(ConfTokenRegistry(10)).handle(message)
+        TokenService(ConfTokenRegistry(10, first_token=1)).handle(message)
 
 
 def test_wire_reassembles_split_messages_and_keeps_undecodable_bytes():
@@ -163,7 +180,7 @@ def test_wire_refuses_oversized_or_non_object_messages(data):
 
 def test_local_hit_does_not_reach_the_store_but_refreshes_it():
     clock = Clock()
-    registry: ConfTokenRegistry[ConfList] = ConfTokenRegistry(10, clock=clock)
+    registry: ConfTokenRegistry[ConfList] = ConfTokenRegistry(10, clock=clock, first_token=1)
     store = CountingStore(registry)
     confs = PreparedConfs({"rec": Recorder()}, store, clock=clock)
     token = run(confs.register("k", CONF))
@@ -176,7 +193,7 @@ def test_local_hit_does_not_reach_the_store_but_refreshes_it():
 
 def test_token_registered_by_one_process_is_prepared_once_by_another():
     clock = Clock()
-    registry: ConfTokenRegistry[ConfList] = ConfTokenRegistry(10, clock=clock)
+    registry: ConfTokenRegistry[ConfList] = ConfTokenRegistry(10, clock=clock, first_token=1)
     a_plugin, b_plugin = Recorder(), Recorder()
     a = PreparedConfs({"rec": a_plugin}, LocalTokenStore(registry), clock=clock)
     b_store = CountingStore(registry)
@@ -191,7 +208,7 @@ def test_token_registered_by_one_process_is_prepared_once_by_another():
 
 def test_lapsed_local_copy_is_kept_when_the_shared_conf_list_did_not_change():
     clock = Clock()
-    registry: ConfTokenRegistry[ConfList] = ConfTokenRegistry(10, clock=clock)
+    registry: ConfTokenRegistry[ConfList] = ConfTokenRegistry(10, clock=clock, first_token=1)
     a = PreparedConfs({"rec": Recorder()}, LocalTokenStore(registry), clock=clock)
     b_plugin = Recorder()
     b = PreparedConfs({"rec": b_plugin}, LocalTokenStore(registry), clock=clock)
@@ -207,7 +224,7 @@ def test_lapsed_local_copy_is_kept_when_the_shared_conf_list_did_not_change():
 
 def test_changed_conf_list_is_prepared_again_and_expiry_is_everywhere():
     clock = Clock()
-    registry: ConfTokenRegistry[ConfList] = ConfTokenRegistry(10, clock=clock)
+    registry: ConfTokenRegistry[ConfList] = ConfTokenRegistry(10, clock=clock, first_token=1)
     a = PreparedConfs({"rec": Recorder()}, LocalTokenStore(registry), clock=clock)
     b_plugin = Recorder()
     b = PreparedConfs({"rec": b_plugin}, LocalTokenStore(registry), clock=clock)
@@ -262,7 +279,7 @@ class ParentThread:
 @pytest.fixture
 def parent_and_two_ends() -> Iterator[tuple[ParentThread, socket.socket, socket.socket]]:
     pairs = [socket.socketpair() for _ in range(2)]
-    parent = ParentThread(TokenService(ConfTokenRegistry(1)), [p for p, _ in pairs])
+    parent = ParentThread(TokenService(ConfTokenRegistry(1, first_token=1)), [p for p, _ in pairs])
     parent.thread.start()
     yield parent, pairs[0][1], pairs[1][1]
     parent.stop.set()
@@ -337,7 +354,7 @@ def test_silent_parent_times_out_as_unavailable():
 
 
 def test_tokens_wrap_at_uint32_past_tokens_still_in_use() -> None:
-    registry: ConfTokenRegistry[str] = ConfTokenRegistry(3600)
+    registry: ConfTokenRegistry[str] = ConfTokenRegistry(3600, first_token=1)
     first = registry.register("a", "A").token
     registry._next_token = 0xFFFFFFFF  # as after four billion PrepareConfs
     assert registry.register("b", "B").token == 0xFFFFFFFF
