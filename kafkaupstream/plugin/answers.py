@@ -97,6 +97,14 @@ TOO_MANY_IN_FLIGHT = error_answer(
 )
 
 
+_RECORD_TOO_LARGE = "the record (body, key and headers) exceeds the producer's message.max.bytes"
+
+
+def record_too_large() -> RequestError:
+    """The record cannot fit the producer's ``message.max.bytes``: retrying cannot help."""
+    return RequestError(413, "body_too_large", _RECORD_TOO_LARGE)
+
+
 def bad_header(name: str, reason: str) -> RequestError:
     return RequestError(400, "invalid_header", f"header {name!r} {reason}")
 
@@ -140,11 +148,7 @@ def outcome_answer(outcome: DeliveryOutcome, timeout_ms: int) -> Answer:
         )
     if isinstance(outcome, Failed):
         if outcome.error_name == "MSG_SIZE_TOO_LARGE":  # retrying cannot help: not a 503
-            return error_answer(
-                413,
-                "body_too_large",
-                "the record (body, key and headers) exceeds the producer's message.max.bytes",
-            )
+            return error_answer(413, "body_too_large", _RECORD_TOO_LARGE)
         if outcome.kind is FailureKind.UNKNOWN_TOPIC_OR_PARTITION:
             return error_answer(
                 404,

@@ -15,6 +15,7 @@ from kafkaupstream.producers.config import (
     ProducerConfigError,
     canonical_config,
     is_secret,
+    message_max_bytes,
     redact,
     redact_bootstrap,
 )
@@ -60,6 +61,7 @@ __all__ = [
     "canonical_config",
     "failure",
     "is_secret",
+    "message_max_bytes",
     "redact",
     "redact_bootstrap",
 ]
