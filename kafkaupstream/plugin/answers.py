@@ -95,6 +95,14 @@ TOO_MANY_IN_FLIGHT = error_answer(
     "Retry-After",
     _RETRY_SOON,
 )
+#: The worker holds ``--max-awaiting-body`` requests whose bodies APISIX is still reading.
+TOO_MANY_AWAITING_BODY = error_answer(
+    503,
+    "backpressure",
+    "too many requests are waiting for their bodies in this runner worker; retry after the "
+    "delay in Retry-After",
+    _RETRY_SOON,
+)
 
 
 _RECORD_TOO_LARGE = "the record (body, key and headers) exceeds the producer's message.max.bytes"

@@ -5,9 +5,12 @@ PrepareConf validates the route's configuration once; each request then goes hea
 producer shared by every route with the same producer config, and the delivery outcome becomes
 the HTTP answer. The plugin answers every request itself, so the route needs no upstream.
 
-Requests between their body fetch and their answer are counted: over ``max_in_flight`` a request
-is answered ``503 backpressure`` before its body is fetched, so a stalled broker costs quick
-refusals instead of memory for bodies that wait on delivery reports.
+Two bounds, counted apart: requests waiting for their body (``max_awaiting_body``; APISIX reads
+the client's body only when asked, so a slow upload waits here) and requests holding a body,
+from its arrival to their answer (``max_in_flight``). Over either, a request is answered ``503
+backpressure``; the in-flight cap is checked before the body fetch (a stalled broker costs quick
+refusals, no body round trips) and again when the body arrives. Slow uploads therefore never
+take the slots of requests whose bodies came.
 
 Metrics see the plugin from outside: the server counts its answers, and the worker's monitor
 (``observability/monitor.py``) reads :attr:`in_flight`, :attr:`producer_pool` and the refusal
@@ -24,6 +27,7 @@ from kafkaupstream.api import Answer, HTTPRequest, Plugin
 from kafkaupstream.logs import RateLimit, log_event
 from kafkaupstream.plugin.answers import (
     SHUTTING_DOWN,
+    TOO_MANY_AWAITING_BODY,
     TOO_MANY_IN_FLIGHT,
     RequestError,
     outcome_answer,
@@ -59,18 +63,29 @@ class KafkaUpstreamPlugin(Plugin):
         pool_factory: Callable[[], ProducerPool] = ProducerPool,
         *,
         max_in_flight: int | None = None,
+        max_awaiting_body: int | None = None,
     ) -> None:
-        """``max_in_flight``: requests let past the body fetch at once (None: no cap)."""
-        if max_in_flight is not None and max_in_flight < 1:
-            raise ValueError("max_in_flight must be at least 1")
+        """``max_in_flight``: requests holding their body at once; ``max_awaiting_body``:
+        requests waiting for it at once (None: no cap)."""
+        for name, cap in (
+            ("max_in_flight", max_in_flight),
+            ("max_awaiting_body", max_awaiting_body),
+        ):
+            if cap is not None and cap < 1:
+                raise ValueError(f"{name} must be at least 1")
         self._pool_factory = pool_factory
         self._pool: ProducerPool | None = None
         self._max_in_flight = max_in_flight
         self._in_flight = 0
-        #: ``503 backpressure`` answers since start, by reason (``queue_full``, ``in_flight_cap``).
+        self._max_awaiting_body = max_awaiting_body
+        self._awaiting_body = 0
+        #: ``503 backpressure`` answers since start, by reason (``queue_full``, ``in_flight_cap``,
+        #: ``awaiting_body_cap``).
         self.refused_queue_full = 0
         self.refused_in_flight_cap = 0
+        self.refused_awaiting_body_cap = 0
         self._cap_log = RateLimit(_CAP_LOG_INTERVAL_S)
+        self._awaiting_log = RateLimit(_CAP_LOG_INTERVAL_S)
 
     @property
     def pool(self) -> ProducerPool:
@@ -87,8 +102,13 @@ class KafkaUpstreamPlugin(Plugin):
 
     @property
     def in_flight(self) -> int:
-        """Requests between their body fetch and their answer now."""
+        """Requests between the arrival of their body and their answer now."""
         return self._in_flight
+
+    @property
+    def awaiting_body(self) -> int:
+        """Requests waiting for APISIX to hand over their body now."""
+        return self._awaiting_body
 
     def prepare(self, value: str) -> RouteConfig | RouteConfigError:
         try:
@@ -109,15 +129,26 @@ class KafkaUpstreamPlugin(Plugin):
         except RequestError as exc:
             log_event(log, logging.DEBUG, "request_refused", status=exc.status, error=exc.code)
             return exc.answer()
-        if self._max_in_flight is not None and self._in_flight >= self._max_in_flight:
-            self._refuse_over_cap()
-            return TOO_MANY_IN_FLIGHT
-        # Counted from before the body fetch to the answer: what a request holds meanwhile
-        # (its body, its record, a wait on the delivery report) is what the cap bounds.
+        # Inline, not helpers: this runs for every request. Full before the fetch (a stalled
+        # broker): refused without a body round trip; full once the body came: refused then.
+        max_in_flight = self._max_in_flight
+        if max_in_flight is not None and self._in_flight >= max_in_flight:
+            return self._refuse_over_cap()
+        max_awaiting = self._max_awaiting_body
+        if max_awaiting is not None and self._awaiting_body >= max_awaiting:
+            return self._refuse_awaiting_body()
+        self._awaiting_body += 1
+        try:
+            body = await request.body()
+        finally:
+            self._awaiting_body -= 1
+        if max_in_flight is not None and self._in_flight >= max_in_flight:
+            return self._refuse_over_cap()
+        # Counted from the body's arrival to the answer: what a request holds meanwhile (its
+        # body, its record, a wait on the delivery report) is what the cap bounds.
         self._in_flight += 1
         try:
             try:
-                body = await request.body()
                 if len(body) > _OFF_LOOP_BYTES:
                     record = await asyncio.to_thread(build_record, config, routing, body)
                 else:
@@ -141,7 +172,7 @@ class KafkaUpstreamPlugin(Plugin):
         finally:
             self._in_flight -= 1
 
-    def _refuse_over_cap(self) -> None:
+    def _refuse_over_cap(self) -> Answer:
         # One warning per interval with the number refused since the last one, not one per
         # request: under a broker stall that could be thousands a second.
         self.refused_in_flight_cap += 1
@@ -152,6 +183,18 @@ class KafkaUpstreamPlugin(Plugin):
             counted="refused",
             max_in_flight=self._max_in_flight,
         )
+        return TOO_MANY_IN_FLIGHT
+
+    def _refuse_awaiting_body(self) -> Answer:
+        self.refused_awaiting_body_cap += 1
+        self._awaiting_log.log(
+            log,
+            logging.WARNING,
+            "awaiting_body_cap_reached",
+            counted="refused",
+            max_awaiting_body=self._max_awaiting_body,
+        )
+        return TOO_MANY_AWAITING_BODY
 
     async def close(self, timeout: float) -> None:
         if self._pool is not None:

@@ -8,6 +8,7 @@ terminal summary with the fault scenarios'). CPU figures are the runner's utime 
 from __future__ import annotations
 
 import asyncio
+import collections
 import json
 import os
 import time
@@ -136,3 +137,109 @@ def test_a_4m_digit_body_is_refused_413_before_it_is_parsed(
         assert json.loads(answer.body)["error"] == "body_too_large"
     assert "message.max.bytes" in json.loads(results["message_max_bytes"][0].body)["message"]
     assert read_records(topic, partitions=[0], timeout=1.0) == []
+
+
+# --- requests waiting for their body -------------------------------------------------------------
+
+
+async def closed_loop(
+    apisix: FakeApisix, plugin: PluginConf, seconds: float
+) -> collections.Counter[str]:
+    """One well-behaved client for ``seconds``: its answers by status and error code."""
+    seen: collections.Counter[str] = collections.Counter()
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        answer = await post(apisix, plugin, b'{"good": 1}')
+        error = json.loads(answer.body).get("error") if answer.status >= 300 else None
+        seen[f"{answer.status} {error}" if error else str(answer.status)] += 1
+    return seen
+
+
+def stalled_upload(apisix: FakeApisix, plugin: PluginConf, ready: asyncio.Event) -> asyncio.Task:
+    client = ClientRequest("POST", "/", headers=JSON, body=b'{"slow": 1}', body_ready=ready)
+    return asyncio.ensure_future(apisix.request(plugin, client))
+
+
+def test_stalled_uploads_do_not_take_the_in_flight_slots_of_a_good_client(
+    broker: EmbeddedBroker, figures: Report
+) -> None:
+    topic = new_topic_name()
+    broker.create_topics({topic: 1})
+    cap, stalled = 8, 16
+    slow, good = conf(broker.bootstrap, topic), conf(broker.bootstrap, topic, key="good")
+
+    async def scenario() -> tuple[int, collections.Counter[str], list[HTTPAnswer]]:
+        async with FakeApisix(runner.socket_path) as apisix:
+            assert (await post(apisix, good, b"{}")).status == 200  # the producer is connected
+            ready = asyncio.Event()
+            uploads = [stalled_upload(apisix, slow, ready) for _ in range(stalled)]
+            await asyncio.sleep(0.3)  # every upload's body fetch is outstanding by now
+            early = sum(u.done() for u in uploads)
+            seen = await closed_loop(apisix, good, 2.0)
+            ready.set()
+            return early, seen, list(await asyncio.gather(*uploads))
+
+    with RunnerProcess(workers=1, args=["--max-in-flight", str(cap)]) as runner:
+        early, seen, uploads = run(scenario())
+    figures(
+        max_in_flight=cap,
+        stalled_uploads=stalled,
+        stalled_refused_at_once=early,
+        good_answers=dict(seen),
+        good_503=sum(n for status, n in seen.items() if status.startswith("503")),
+        uploads_once_released=dict(collections.Counter(a.status for a in uploads)),
+    )
+    assert early == 0, "an upload waiting for its body was refused: it held no slot"
+    assert set(seen) == {"200"}, seen
+    assert seen["200"] >= 10
+    # Released at once, the 16 bodies arrive together: past the cap of 8 they are refused.
+    statuses = collections.Counter(a.status for a in uploads)
+    assert set(statuses) <= {200, 503} and statuses[200] >= 1, statuses
+
+
+@pytest.mark.parametrize("how", ["flag", "environment"])
+def test_over_max_awaiting_body_is_503_backpressure_at_once(
+    broker: EmbeddedBroker, figures: Report, how: str
+) -> None:
+    topic = new_topic_name()
+    broker.create_topics({topic: 1})
+    cap = 4
+    plugin = conf(broker.bootstrap, topic)
+    if how == "flag":  # which also beats the environment
+        options: dict[str, Any] = {
+            "args": ["--max-awaiting-body", str(cap)],
+            "env": {"KAFKAUPSTREAM_MAX_AWAITING_BODY": "1000"},
+        }
+    else:
+        options = {"env": {"KAFKAUPSTREAM_MAX_AWAITING_BODY": str(cap)}}
+
+    async def scenario() -> tuple[list[HTTPAnswer], float, list[HTTPAnswer], HTTPAnswer]:
+        async with FakeApisix(runner.socket_path) as apisix:
+            assert (await post(apisix, plugin, b"{}")).status == 200
+            ready = asyncio.Event()
+            held = [stalled_upload(apisix, plugin, ready) for _ in range(cap)]
+            await asyncio.sleep(0.3)
+            started = time.monotonic()
+            over = [stalled_upload(apisix, plugin, ready) for _ in range(2)]
+            refused = list(await asyncio.gather(*over))
+            refused_s = time.monotonic() - started
+            ready.set()
+            answered = list(await asyncio.gather(*held))
+            return refused, refused_s, answered, await post(apisix, plugin, b"{}")
+
+    with RunnerProcess(workers=1, **options) as runner:
+        refused, refused_s, answered, after = run(scenario())
+        logs = runner.logs()
+    figures(
+        max_awaiting_body=cap,
+        refused=[f"{a.status} {json.loads(a.body)['error']}" for a in refused],
+        refused_ms=round(refused_s * 1000, 1),
+        held_once_released=[a.status for a in answered],
+    )
+    for answer in refused:
+        assert answer.status == 503 and answer.header("Retry-After") == "1"
+        assert json.loads(answer.body)["error"] == "backpressure"
+        assert "waiting for their bodies" in json.loads(answer.body)["message"]
+    assert [a.status for a in answered] == [200] * cap
+    assert after.status == 200  # answered requests leave the count
+    assert f"event=awaiting_body_cap_reached max_awaiting_body={cap} refused=1" in logs
