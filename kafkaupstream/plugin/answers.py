@@ -105,6 +105,24 @@ TOO_MANY_AWAITING_BODY = error_answer(
 )
 
 
+#: The topic header names a topic the producer's brokers do not list: refused without producing,
+#: since a producer naming an unknown topic makes many brokers create it.
+UNKNOWN_HEADER_TOPIC = error_answer(
+    404,
+    "unknown_topic_or_partition",
+    "the topic in the header does not exist in Kafka, and a request never creates one",
+)
+
+
+def topic_lookup_failed(cause: str) -> Answer:
+    """Kafka did not say whether the header's topic exists; nothing was produced."""
+    return error_answer(
+        503,
+        "kafka_unavailable",
+        f"could not learn from Kafka whether the topic in the header exists ({cause}); retry later",
+    )
+
+
 _RECORD_TOO_LARGE = "the record (body, key and headers) exceeds the producer's message.max.bytes"
 
 

@@ -29,17 +29,21 @@ from kafkaupstream.plugin.answers import (
     SHUTTING_DOWN,
     TOO_MANY_AWAITING_BODY,
     TOO_MANY_IN_FLIGHT,
+    UNKNOWN_HEADER_TOPIC,
     RequestError,
     outcome_answer,
+    topic_lookup_failed,
 )
 from kafkaupstream.plugin.answers import route_config_invalid as config_invalid_answer
 from kafkaupstream.plugin.config import RouteConfig, RouteConfigError, parse_route_config
 from kafkaupstream.plugin.record import build_record, route_request
 from kafkaupstream.producers import (
     Backpressure,
+    PooledProducer,
     ProducerClosedError,
     ProducerConfigError,
     ProducerPool,
+    TopicLookupFailed,
 )
 
 log = logging.getLogger(__name__)
@@ -129,6 +133,10 @@ class KafkaUpstreamPlugin(Plugin):
         except RequestError as exc:
             log_event(log, logging.DEBUG, "request_refused", status=exc.status, error=exc.code)
             return exc.answer()
+        if routing.topic != config.topic:  # the header chose it: it must exist already
+            refused = await self._unknown_topic(config, routing.topic)
+            if refused is not None:
+                return refused
         # Inline, not helpers: this runs for every request. Full before the fetch (a stalled
         # broker): refused without a body round trip; full once the body came: refused then.
         max_in_flight = self._max_in_flight
@@ -156,14 +164,13 @@ class KafkaUpstreamPlugin(Plugin):
             except RequestError as exc:
                 log_event(log, logging.DEBUG, "request_refused", status=exc.status, error=exc.code)
                 return exc.answer()
+            producer = self._producer(config)
+            if not isinstance(producer, PooledProducer):
+                return producer
             try:
-                producer = self.pool.get_canonical(config.producer_config)
                 outcome = await producer.produce(
                     record, wait=config.sync, timeout=config.timeout_ms / 1000
                 )
-            except ProducerConfigError as exc:
-                log_event(log, logging.ERROR, "producer_refused", cause=str(exc))
-                return config_invalid_answer("config", "librdkafka refused it (see the runner log)")
             except ProducerClosedError:
                 return SHUTTING_DOWN
             if type(outcome) is Backpressure:
@@ -171,6 +178,32 @@ class KafkaUpstreamPlugin(Plugin):
             return outcome_answer(outcome, config.timeout_ms)
         finally:
             self._in_flight -= 1
+
+    def _producer(self, config: RouteConfig) -> PooledProducer | Answer:
+        """The route's producer, or the answer when there can be none."""
+        try:
+            return self.pool.get_canonical(config.producer_config)
+        except ProducerConfigError as exc:
+            log_event(log, logging.ERROR, "producer_refused", cause=str(exc))
+            return config_invalid_answer("config", "librdkafka refused it (see the runner log)")
+        except ProducerClosedError:
+            return SHUTTING_DOWN
+
+    async def _unknown_topic(self, config: RouteConfig, topic: str) -> Answer | None:
+        """None when ``topic`` exists on the route's brokers, else the answer refusing it."""
+        producer = self._producer(config)
+        if not isinstance(producer, PooledProducer):
+            return producer
+        try:
+            if await producer.topics.exists(topic):
+                return None
+        except TopicLookupFailed as exc:
+            log_event(log, logging.DEBUG, "request_refused", status=503, error="kafka_unavailable")
+            return topic_lookup_failed(str(exc))
+        log_event(
+            log, logging.DEBUG, "request_refused", status=404, error="unknown_topic_or_partition"
+        )
+        return UNKNOWN_HEADER_TOPIC
 
     def _refuse_over_cap(self) -> Answer:
         # One warning per interval with the number refused since the last one, not one per

@@ -38,6 +38,7 @@ from kafkaupstream.producers.pooled import (
     ProducerFactory,
     ProducerStats,
 )
+from kafkaupstream.producers.topics import TopicCatalog, TopicLookupFailed
 
 __all__ = [
     "ANY_PARTITION",
@@ -58,6 +59,8 @@ __all__ = [
     "ProducerPool",
     "ProducerStats",
     "Queued",
+    "TopicCatalog",
+    "TopicLookupFailed",
     "canonical_config",
     "failure",
     "is_secret",

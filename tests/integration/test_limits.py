@@ -12,12 +12,13 @@ import collections
 import json
 import os
 import time
+import uuid
 from collections.abc import Coroutine, Iterator
 from typing import Any, TypeVar
 
 import pytest
 
-from harness.broker import EmbeddedBroker
+from harness.broker import EmbeddedBroker, free_port
 from harness.fake_apisix import ClientRequest, FakeApisix, HTTPAnswer, PluginConf
 from harness.runner_process import RunnerProcess
 
@@ -243,3 +244,95 @@ def test_over_max_awaiting_body_is_503_backpressure_at_once(
     assert [a.status for a in answered] == [200] * cap
     assert after.status == 200  # answered requests leave the count
     assert f"event=awaiting_body_cap_reached max_awaiting_body={cap} refused=1" in logs
+
+
+# --- topics a client chooses ---------------------------------------------------------------------
+
+
+def test_a_header_topic_is_produced_to_only_once_it_exists(
+    runner: RunnerProcess, broker: EmbeddedBroker, read_records: ReadRecords, figures: Report
+) -> None:
+    home = new_topic_name()
+    broker.create_topics({home: 1})
+    prefix = f"orders-{uuid.uuid4().hex[:8]}"
+    plugin = conf(broker.bootstrap, home, allowed_topics=[f"{prefix}-*"])
+    absent = f"{prefix}-zzz-not-created"
+    sprayed = [f"{prefix}-spray-{i}" for i in range(300)]
+
+    async def to(apisix: FakeApisix, topic: str) -> HTTPAnswer:
+        client = ClientRequest("POST", "/", headers=(*JSON, ("topic", topic)), body=b'{"o":1}')
+        return await apisix.request(plugin, client)
+
+    async def refusals() -> tuple[HTTPAnswer, list[HTTPAnswer], float]:
+        async with FakeApisix(runner.socket_path) as apisix:
+            assert (await post(apisix, plugin, b"{}")).status == 200
+            refused = await to(apisix, absent)
+            started = time.monotonic()
+            spray = [await to(apisix, name) for name in sprayed]
+            return refused, spray, time.monotonic() - started
+
+    async def once_created() -> tuple[HTTPAnswer, float]:
+        async with FakeApisix(runner.socket_path) as apisix:
+            await asyncio.to_thread(broker.create_topics, {absent: 1})
+            created = time.monotonic()
+            while (answer := await to(apisix, absent)).status == 404:
+                assert time.monotonic() - created < 10, "the new topic is never seen"
+                await asyncio.sleep(0.1)
+            return answer, time.monotonic() - created
+
+    topics_before = set(broker.partition_counts())
+    refused, spray, spray_s = run(refusals())
+    time.sleep(0.5)  # a topic a request made the broker create would show by now
+    created = set(broker.partition_counts()) - topics_before
+    figures(
+        refused=f"{refused.status} {json.loads(refused.body).get('error')}",
+        sprayed_names=len(sprayed),
+        spray_answers=dict(collections.Counter(a.status for a in spray)),
+        spray_ms_per_request=round(spray_s / len(spray) * 1000, 2),
+        topics_created_by_requests=len(created),
+    )
+    assert refused.status == 404, refused.body
+    assert json.loads(refused.body)["error"] == "unknown_topic_or_partition"
+    assert {a.status for a in spray} == {404}
+    assert not created, "a request created a topic"
+    answer, seen_after_s = run(once_created())
+    figures(new_topic_served_after_s=round(seen_after_s, 2))
+    assert answer.status == 200, answer.body
+    assert json.loads(answer.body)["topic"] == absent
+    [record] = read_records(absent, partitions=[0], expected=1)
+    assert record.value == b'{"o":1}'
+
+
+def test_the_routes_own_topic_is_still_created_on_first_use(
+    runner: RunnerProcess, broker: EmbeddedBroker, read_records: ReadRecords
+) -> None:
+    # The route's topic is the operator's choice, not a client's: named in the header or not,
+    # it is produced to as before, and a broker that creates topics creates it.
+    home = new_topic_name()
+    plugin = conf(broker.bootstrap, home, allowed_topics=["never-*"])
+
+    async def scenario() -> HTTPAnswer:
+        async with FakeApisix(runner.socket_path) as apisix:
+            client = ClientRequest("POST", "/", headers=(*JSON, ("topic", home)), body=b"{}")
+            return await apisix.request(plugin, client)
+
+    answer = run(scenario())
+    assert answer.status == 200, answer.body
+    assert home in broker.partition_counts()
+    assert [r.value for r in read_records(home, expected=1)] == [b"{}"]
+
+
+def test_a_header_topic_nobody_can_vouch_for_is_503_not_a_guess(runner: RunnerProcess) -> None:
+    dead = f"127.0.0.1:{free_port()}"
+    plugin = conf(dead, "home", allowed_topics=["orders-*"], timeout_ms=500)
+
+    async def scenario() -> HTTPAnswer:
+        async with FakeApisix(runner.socket_path) as apisix:
+            client = ClientRequest("POST", "/", headers=(*JSON, ("topic", "orders-1")), body=b"{}")
+            return await apisix.request(plugin, client)
+
+    answer = run(scenario())
+    assert answer.status == 503, answer.body
+    body = json.loads(answer.body)
+    assert body["error"] == "kafka_unavailable"
+    assert "whether the topic in the header exists" in body["message"]
