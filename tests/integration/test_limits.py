@@ -21,9 +21,11 @@ import pytest
 from harness.broker import EmbeddedBroker, free_port
 from harness.fake_apisix import ClientRequest, FakeApisix, HTTPAnswer, PluginConf
 from harness.runner_process import RunnerProcess
+from tests.waiting import eventually
 
 from .conftest import ReadRecords, Report
 from .faultkit import conf, new_topic_name
+from .test_metrics import base_url, scrape, value
 
 T = TypeVar("T")
 JSON = (("Content-Type", "application/json"),)
@@ -206,13 +208,21 @@ def test_over_max_awaiting_body_is_503_backpressure_at_once(
     broker.create_topics({topic: 1})
     cap = 4
     plugin = conf(broker.bootstrap, topic)
+    metrics = ["--metrics-listen", "127.0.0.1:0"]
     if how == "flag":  # which also beats the environment
         options: dict[str, Any] = {
-            "args": ["--max-awaiting-body", str(cap)],
+            "args": [*metrics, "--max-awaiting-body", str(cap)],
             "env": {"KAFKAUPSTREAM_MAX_AWAITING_BODY": "1000"},
         }
     else:
-        options = {"env": {"KAFKAUPSTREAM_MAX_AWAITING_BODY": str(cap)}}
+        options = {"args": metrics, "env": {"KAFKAUPSTREAM_MAX_AWAITING_BODY": str(cap)}}
+
+    def gauge_and_refusals() -> bool:
+        samples = scrape(base_url(runner))[0]
+        return value(samples, "kafkaupstream_awaiting_body_requests") == cap and (
+            value(samples, "kafkaupstream_backpressure_refusals_total", reason="awaiting_body_cap")
+            == 2
+        )
 
     async def scenario() -> tuple[list[HTTPAnswer], float, list[HTTPAnswer], HTTPAnswer]:
         async with FakeApisix(runner.socket_path) as apisix:
@@ -224,6 +234,8 @@ def test_over_max_awaiting_body_is_503_backpressure_at_once(
             over = [stalled_upload(apisix, plugin, ready) for _ in range(2)]
             refused = list(await asyncio.gather(*over))
             refused_s = time.monotonic() - started
+            # The monitor samples each second: the waiting uploads and the refusals show.
+            await asyncio.to_thread(eventually, gauge_and_refusals, 5, "awaiting-body metrics")
             ready.set()
             answered = list(await asyncio.gather(*held))
             return refused, refused_s, answered, await post(apisix, plugin, b"{}")
