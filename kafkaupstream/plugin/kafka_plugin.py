@@ -13,8 +13,9 @@ refusals, no body round trips) and again when the body arrives. Slow uploads the
 take the slots of requests whose bodies came.
 
 Metrics see the plugin from outside: the server counts its answers, and the worker's monitor
-(``observability/monitor.py``) reads :attr:`in_flight`, :attr:`producer_pool` and the refusal
-counts each second; the plugin itself knows nothing of metrics.
+(``observability/monitor.py``) reads :attr:`in_flight`, :attr:`awaiting_body`,
+:attr:`producer_pool` and the refusal counts each second; the plugin itself knows nothing of
+metrics.
 """
 
 from __future__ import annotations
