@@ -6,7 +6,8 @@ per-worker token lrucache (8 entries, 3600 s) in front of a shared dict (0.9 x 3
 global prepare lock, request ids ``(worker << 22) + counter``, up to 3 attempts when the runner
 says CONF_TOKEN_NOT_FOUND (flushing the shared dict and that worker's lrucache), what survives a
 runner replacement (:meth:`FakeApisix.reload`, :meth:`FakeApisix.runner_exit`), at most 100 request
-headers in Lua hash order, ExtraInfo answered from the request (body, vars),
+headers in Lua hash order, ExtraInfo answered from the request (body, vars; a body can be held
+back, as a slow upload holds it),
 Stop turned into an HTTP answer (status 0 -> 200, first header sets, later ones append), and 503
 for any other failure. It never reaches into the runner: only bytes on the socket.
 """
@@ -90,6 +91,9 @@ class ClientRequest:
     body: bytes | None = None
     src_ip: bytes = b"\x7f\x00\x00\x01"
     vars: Mapping[str, bytes] = field(default_factory=dict)
+    #: A slow upload: nginx reads the client's body only when the runner asks for it, so the
+    #: body's ExtraInfo answer waits until this event is set (None: answered at once).
+    body_ready: asyncio.Event | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -361,6 +365,8 @@ class FakeApisix:
             while True:
                 reply = await conn.receive(self.read_timeout_s)
                 if isinstance(reply, ExtraInfoRequest):
+                    if isinstance(reply.info, ReqBody) and client.body_ready is not None:
+                        await client.body_ready.wait()
                     await conn.send(ExtraInfoResponse(_extra_info(reply, client)))
                     continue
                 break

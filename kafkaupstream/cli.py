@@ -67,8 +67,18 @@ def _build_parser() -> argparse.ArgumentParser:
         type=_at_least_one,
         default=None,
         metavar="N",
-        help="requests each worker serves at once; more get 503 backpressure with Retry-After "
-        "before their body is read (default: KAFKAUPSTREAM_MAX_IN_FLIGHT, else 10000)",
+        help="requests each worker holds at once from the arrival of their body to their "
+        "answer; more get 503 backpressure with Retry-After (default: "
+        "KAFKAUPSTREAM_MAX_IN_FLIGHT, else 10000)",
+    )
+    run.add_argument(
+        "--max-awaiting-body",
+        type=_at_least_one,
+        default=None,
+        metavar="N",
+        help="requests each worker lets wait for APISIX to read their body at once (slow "
+        "uploads); more get 503 backpressure with Retry-After (default: "
+        "KAFKAUPSTREAM_MAX_AWAITING_BODY, else 10000)",
     )
     run.add_argument(
         "--metrics-listen",
@@ -141,6 +151,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
                 args.max_in_flight
                 if args.max_in_flight is not None
                 else os.environ.get("KAFKAUPSTREAM_MAX_IN_FLIGHT")
+            ),
+            max_awaiting_body=(
+                args.max_awaiting_body
+                if args.max_awaiting_body is not None
+                else os.environ.get("KAFKAUPSTREAM_MAX_AWAITING_BODY")
             ),
             metrics_listen=args.metrics_listen,
         )

@@ -46,6 +46,11 @@ log = logging.getLogger(__name__)
 #: at 2,000 req/s for the default 5 s timeout, yet bounds what waiting requests hold to 10,000
 #: bodies; lower it when bodies are large.
 DEFAULT_MAX_IN_FLIGHT = 10_000
+#: Requests one worker lets wait for their body at once (``--max-awaiting-body``). APISIX reads
+#: a client's body only when the runner asks, so a slow upload waits here, holding its headers
+#: and an APISIX connection but no body. As many as ``--max-in-flight``: slow uploads then fill
+#: this bound long before they could take the slots of requests whose bodies came.
+DEFAULT_MAX_AWAITING_BODY = 10_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,8 +59,10 @@ class RunnerOptions:
     test_plugins: bool = False
     #: Processes accepting on the socket; 1 = this process alone, no fork.
     workers: int = 1
-    #: Requests each worker serves at once past the body fetch; more are answered 503.
+    #: Requests each worker holds at once from their body's arrival on; more are answered 503.
     max_in_flight: int = DEFAULT_MAX_IN_FLIGHT
+    #: Requests each worker lets wait for their body at once; more are answered 503.
+    max_awaiting_body: int = DEFAULT_MAX_AWAITING_BODY
     #: Where ``/metrics``, ``/health`` and ``/ready`` are served; None: no metrics at all.
     metrics_listen: Address | None = None
 
@@ -69,12 +76,15 @@ class RunnerOptions:
         test_plugins: bool = False,
         workers: int = 1,
         max_in_flight: int | str | None = None,
+        max_awaiting_body: int | str | None = None,
         metrics_listen: str | None = None,
     ) -> RunnerOptions:
         """Validate what APISIX put in the environment; raises ValueError naming the variable.
 
         ``max_in_flight`` is ``--max-in-flight`` (an int), ``KAFKAUPSTREAM_MAX_IN_FLIGHT`` (its
-        text) or None for :data:`DEFAULT_MAX_IN_FLIGHT`. ``metrics_listen`` is ``HOST:PORT``
+        text) or None for :data:`DEFAULT_MAX_IN_FLIGHT`; ``max_awaiting_body`` likewise
+        (``--max-awaiting-body``, ``KAFKAUPSTREAM_MAX_AWAITING_BODY``,
+        :data:`DEFAULT_MAX_AWAITING_BODY`). ``metrics_listen`` is ``HOST:PORT``
         (``--metrics-listen`` or ``KAFKAUPSTREAM_METRICS_LISTEN``), empty or None for none.
         """
         if not listen:
@@ -98,7 +108,10 @@ class RunnerOptions:
             ),
             test_plugins=test_plugins,
             workers=workers,
-            max_in_flight=_max_in_flight(max_in_flight),
+            max_in_flight=_cap(max_in_flight, "max-in-flight", DEFAULT_MAX_IN_FLIGHT),
+            max_awaiting_body=_cap(
+                max_awaiting_body, "max-awaiting-body", DEFAULT_MAX_AWAITING_BODY
+            ),
             metrics_listen=_metrics_listen(metrics_listen),
         )
 
@@ -112,20 +125,20 @@ def _metrics_listen(value: str | None) -> Address | None:
         raise ValueError(f"--metrics-listen / KAFKAUPSTREAM_METRICS_LISTEN: {exc}") from None
 
 
-def _max_in_flight(value: int | str | None) -> int:
+def _cap(value: int | str | None, flag: str, default: int) -> int:
+    """A ``--FLAG`` count (an int) or its ``KAFKAUPSTREAM_FLAG`` variable (text); None: default."""
     if value is None:
-        return DEFAULT_MAX_IN_FLIGHT
+        return default
     if isinstance(value, str):
+        variable = "KAFKAUPSTREAM_" + flag.replace("-", "_").upper()
         try:
             value = int(value)
         except ValueError:
-            raise ValueError(
-                f"KAFKAUPSTREAM_MAX_IN_FLIGHT must be a whole number, got {value!r}"
-            ) from None
+            raise ValueError(f"{variable} must be a whole number, got {value!r}") from None
         if value < 1:
-            raise ValueError(f"KAFKAUPSTREAM_MAX_IN_FLIGHT must be at least 1, got {value}")
+            raise ValueError(f"{variable} must be at least 1, got {value}")
     elif value < 1:
-        raise ValueError(f"--max-in-flight must be at least 1, got {value}")
+        raise ValueError(f"--{flag} must be at least 1, got {value}")
     return value
 
 
@@ -147,6 +160,7 @@ def build_server(
     kafka = KafkaUpstreamPlugin(
         ProducerPool if telemetry is None else telemetry.pool_factory,
         max_in_flight=options.max_in_flight,
+        max_awaiting_body=options.max_awaiting_body,
     )
     if telemetry is not None:
         telemetry.watch(kafka)

@@ -90,8 +90,15 @@ class _RunnerCollector:
         )
         yield GaugeMetricFamily(
             "kafkaupstream_in_flight_requests",
-            "Requests between their body fetch and their answer, all workers (sampled each second)",
+            "Requests between their body's arrival and their answer, all workers (sampled each "
+            "second)",
             value=sum(int(r.get("in_flight", 0)) for r in reports.values()),
+        )
+        yield GaugeMetricFamily(
+            "kafkaupstream_awaiting_body_requests",
+            "Requests waiting for APISIX to hand over their body, all workers (sampled each "
+            "second)",
+            value=sum(int(r.get("awaiting_body", 0)) for r in reports.values()),
         )
         depth = GaugeMetricFamily(
             "kafkaupstream_producer_queue_depth",

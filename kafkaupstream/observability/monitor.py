@@ -38,10 +38,13 @@ FAILURES_TO_DOWN = 2
 
 
 class TelemetrySource(Protocol):
-    """What the monitor watches: the plugin's in-flight count, producer pool and refusals."""
+    """What the monitor watches: the plugin's request counts, producer pool and refusals."""
 
     @property
     def in_flight(self) -> int: ...
+
+    @property
+    def awaiting_body(self) -> int: ...
 
     @property
     def producer_pool(self) -> ProducerPool | None: ...
@@ -49,6 +52,7 @@ class TelemetrySource(Protocol):
     #: ``503 backpressure`` answers since start, by reason.
     refused_queue_full: int
     refused_in_flight_cap: int
+    refused_awaiting_body_cap: int
 
 
 @dataclass(slots=True)
@@ -83,7 +87,7 @@ class Monitor:
         self._clock = clock
         self._watches: dict[str, _Watch] = {}
         self._replaced_seen = 0
-        self._refused_seen = {"queue_full": 0, "in_flight_cap": 0}
+        self._refused_seen = {"queue_full": 0, "in_flight_cap": 0, "awaiting_body_cap": 0}
         self._task: asyncio.Task[None] | None = None
         self._pid = os.getpid()
 
@@ -128,6 +132,7 @@ class Monitor:
             "pid": self._pid,
             "at": time.time(),
             "in_flight": self._source.in_flight,
+            "awaiting_body": self._source.awaiting_body,
             "producers": entries,
         }
         await asyncio.to_thread(self._dir.write_report, self._pid, report)
@@ -142,6 +147,7 @@ class Monitor:
         totals = (
             ("queue_full", source.refused_queue_full),
             ("in_flight_cap", source.refused_in_flight_cap),
+            ("awaiting_body_cap", source.refused_awaiting_body_cap),
         )
         for reason, total in totals:
             if total > self._refused_seen[reason]:

@@ -79,7 +79,8 @@ class Recorder:
         )
         self._refusals = Counter(
             "kafkaupstream_backpressure_refusals",
-            "Requests refused with 503 backpressure: producer queue full, or over --max-in-flight",
+            "Requests refused with 503 backpressure: producer queue full, over --max-in-flight, "
+            "or over --max-awaiting-body",
             ("reason",),
             registry=None,
         )
@@ -106,7 +107,7 @@ class Recorder:
         inc()
 
     def refused(self, reason: str, count: int = 1) -> None:
-        """``503 backpressure`` answers: ``queue_full`` or ``in_flight_cap``."""
+        """``503 backpressure``: ``queue_full``, ``in_flight_cap`` or ``awaiting_body_cap``."""
         self._refusals.labels(reason).inc(count)
 
     def producers_replaced(self, count: int) -> None:

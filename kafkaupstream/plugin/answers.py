@@ -95,6 +95,40 @@ TOO_MANY_IN_FLIGHT = error_answer(
     "Retry-After",
     _RETRY_SOON,
 )
+#: The worker holds ``--max-awaiting-body`` requests whose bodies APISIX is still reading.
+TOO_MANY_AWAITING_BODY = error_answer(
+    503,
+    "backpressure",
+    "too many requests are waiting for their bodies in this runner worker; retry after the "
+    "delay in Retry-After",
+    _RETRY_SOON,
+)
+
+
+#: The topic header names a topic the producer's brokers do not list: refused without producing,
+#: since a producer naming an unknown topic makes many brokers create it.
+UNKNOWN_HEADER_TOPIC = error_answer(
+    404,
+    "unknown_topic_or_partition",
+    "the topic in the header does not exist in Kafka, and a request never creates one",
+)
+
+
+def topic_lookup_failed(cause: str) -> Answer:
+    """Kafka did not say whether the header's topic exists; nothing was produced."""
+    return error_answer(
+        503,
+        "kafka_unavailable",
+        f"could not learn from Kafka whether the topic in the header exists ({cause}); retry later",
+    )
+
+
+_RECORD_TOO_LARGE = "the record (body, key and headers) exceeds the producer's message.max.bytes"
+
+
+def record_too_large() -> RequestError:
+    """The record cannot fit the producer's ``message.max.bytes``: retrying cannot help."""
+    return RequestError(413, "body_too_large", _RECORD_TOO_LARGE)
 
 
 def bad_header(name: str, reason: str) -> RequestError:
@@ -140,11 +174,7 @@ def outcome_answer(outcome: DeliveryOutcome, timeout_ms: int) -> Answer:
         )
     if isinstance(outcome, Failed):
         if outcome.error_name == "MSG_SIZE_TOO_LARGE":  # retrying cannot help: not a 503
-            return error_answer(
-                413,
-                "body_too_large",
-                "the record (body, key and headers) exceeds the producer's message.max.bytes",
-            )
+            return error_answer(413, "body_too_large", _RECORD_TOO_LARGE)
         if outcome.kind is FailureKind.UNKNOWN_TOPIC_OR_PARTITION:
             return error_answer(
                 404,

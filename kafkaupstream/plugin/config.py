@@ -18,7 +18,13 @@ import jmespath
 from jmespath.exceptions import JMESPathError
 from jmespath.parser import ParsedResult
 
-from kafkaupstream.producers import ConfigKey, ProducerConfigError, canonical_config, redact
+from kafkaupstream.producers import (
+    ConfigKey,
+    ProducerConfigError,
+    canonical_config,
+    message_max_bytes,
+    redact,
+)
 from kafkaupstream.producers.validation import check_producer_config
 
 #: APISIX answers 503 itself after 60 s without an RPC answer; a sync wait must end before that.
@@ -73,6 +79,8 @@ class RouteConfig:
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     _forward_exact: frozenset[str] = field(init=False, repr=False, compare=False)
     _forward_glob: re.Pattern[str] | None = field(init=False, repr=False, compare=False)
+    #: The producer's ``message.max.bytes`` (None: librdkafka alone judges record sizes).
+    max_record_bytes: int | None = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         globs = [g for g in self.forward_headers if _GLOB_MAGIC.search(g)]
@@ -80,6 +88,7 @@ class RouteConfig:
         pattern = re.compile("|".join(translate(g) for g in globs)) if globs else None
         object.__setattr__(self, "_forward_exact", exact)
         object.__setattr__(self, "_forward_glob", pattern)
+        object.__setattr__(self, "max_record_bytes", message_max_bytes(self.producer_config))
 
     def forwards(self, header: str) -> bool:
         """Whether the (lower-case) request header becomes a Kafka record header."""

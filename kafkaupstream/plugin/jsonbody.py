@@ -20,7 +20,15 @@ from json.decoder import JSONDecodeError, scanstring  # type: ignore[attr-define
 from json.scanner import c_make_scanner  # type: ignore[attr-defined]
 from typing import Any, Final
 
-__all__ = ["MAX_DEPTH", "InvalidJSON", "compact", "is_json_content_type", "parse"]
+__all__ = [
+    "CHEAP_INT_DIGITS",
+    "MAX_DEPTH",
+    "IntegerText",
+    "InvalidJSON",
+    "compact",
+    "is_json_content_type",
+    "parse",
+]
 
 if c_make_scanner is None:  # pragma: no cover - CPython always builds _json
     # The pure-Python scanner's number regex uses \d, which accepts non-ASCII digits Go rejects.
@@ -70,20 +78,29 @@ def _reject_constant(name: str) -> Any:
     raise _NonFinite(name)
 
 
-def _digits_to_int(digits: str) -> int:
-    """int() without the int_max_str_digits limit: Go keeps integers of any length."""
-    if len(digits) <= 640:  # sys.int_info.str_digits_check_threshold: never limited
-        return int(digits)
-    half = len(digits) // 2
-    return _digits_to_int(digits[:half]) * 10 ** (len(digits) - half) + _digits_to_int(
-        digits[half:]
-    )
+class IntegerText(float):
+    """An integer literal kept as its source text: longer than :data:`CHEAP_INT_DIGITS`, or ``-0``.
+
+    ``int()`` of n digits costs O(n^2) (a 999,000-digit key took over half a second of CPU) and
+    is refused past ``sys.get_int_max_str_digits()``; a key needs only the text, as gjson's
+    was. JMESPath sees the float of the text (float() is linear), so it is still a number.
+    """
+
+    __slots__ = ("text",)
+    text: str
 
 
-def _big_int(literal: str) -> int:
-    if literal.startswith("-"):
-        return -_digits_to_int(literal[1:])
-    return _digits_to_int(literal)
+#: Integers up to this many digits become ints: CPython's ``str_digits_check_threshold``,
+#: below which int() is a few microseconds.
+CHEAP_INT_DIGITS = 640
+
+
+def _integer(literal: str) -> int | IntegerText:
+    if len(literal) <= CHEAP_INT_DIGITS and literal != "-0":
+        return int(literal)
+    number = IntegerText(literal)
+    number.text = literal
+    return number
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,8 +121,7 @@ class _Hooks:
 # share interned keys, which changes no result. Validation only: numbers stay strings (no float
 # conversion, no integer digit limit).
 _VALIDATE: Final[_ScanOnce] = c_make_scanner(_Hooks(parse_int=str, parse_float=str))
-_PARSE: Final[_ScanOnce] = c_make_scanner(_Hooks())
-_PARSE_BIG: Final[_ScanOnce] = c_make_scanner(_Hooks(parse_int=_big_int))
+_PARSE: Final[_ScanOnce] = c_make_scanner(_Hooks(parse_int=_integer))
 
 
 def _skip(text: str, i: int) -> int:
@@ -279,14 +295,10 @@ def compact(data: bytes) -> bytes:
 def parse(data: bytes) -> Any:
     """Parse a JSON body (accepting exactly what compact() accepts) for key extraction.
 
-    Strings with invalid UTF-8 come back surrogate-escaped; integers have no digit limit.
+    Strings with invalid UTF-8 come back surrogate-escaped; long integers (and ``-0``) as
+    :class:`IntegerText`, so no integer costs more than reading its digits.
     """
-    try:
-        return _decode(data, _PARSE)
-    except InvalidJSON:
-        raise
-    except ValueError:  # int() refused an integer over sys.get_int_max_str_digits() digits
-        return _decode(data, _PARSE_BIG)
+    return _decode(data, _PARSE)
 
 
 def is_json_content_type(content_type: str | None) -> bool:

@@ -5,13 +5,17 @@ PrepareConf validates the route's configuration once; each request then goes hea
 producer shared by every route with the same producer config, and the delivery outcome becomes
 the HTTP answer. The plugin answers every request itself, so the route needs no upstream.
 
-Requests between their body fetch and their answer are counted: over ``max_in_flight`` a request
-is answered ``503 backpressure`` before its body is fetched, so a stalled broker costs quick
-refusals instead of memory for bodies that wait on delivery reports.
+Two bounds, counted apart: requests waiting for their body (``max_awaiting_body``; APISIX reads
+the client's body only when asked, so a slow upload waits here) and requests holding a body,
+from its arrival to their answer (``max_in_flight``). Over either, a request is answered ``503
+backpressure``; the in-flight cap is checked before the body fetch (a stalled broker costs quick
+refusals, no body round trips) and again when the body arrives. Slow uploads therefore never
+take the slots of requests whose bodies came.
 
 Metrics see the plugin from outside: the server counts its answers, and the worker's monitor
-(``observability/monitor.py``) reads :attr:`in_flight`, :attr:`producer_pool` and the refusal
-counts each second; the plugin itself knows nothing of metrics.
+(``observability/monitor.py``) reads :attr:`in_flight`, :attr:`awaiting_body`,
+:attr:`producer_pool` and the refusal counts each second; the plugin itself knows nothing of
+metrics.
 """
 
 from __future__ import annotations
@@ -24,18 +28,23 @@ from kafkaupstream.api import Answer, HTTPRequest, Plugin
 from kafkaupstream.logs import RateLimit, log_event
 from kafkaupstream.plugin.answers import (
     SHUTTING_DOWN,
+    TOO_MANY_AWAITING_BODY,
     TOO_MANY_IN_FLIGHT,
+    UNKNOWN_HEADER_TOPIC,
     RequestError,
     outcome_answer,
+    topic_lookup_failed,
 )
 from kafkaupstream.plugin.answers import route_config_invalid as config_invalid_answer
 from kafkaupstream.plugin.config import RouteConfig, RouteConfigError, parse_route_config
 from kafkaupstream.plugin.record import build_record, route_request
 from kafkaupstream.producers import (
     Backpressure,
+    PooledProducer,
     ProducerClosedError,
     ProducerConfigError,
     ProducerPool,
+    TopicLookupFailed,
 )
 
 log = logging.getLogger(__name__)
@@ -59,18 +68,29 @@ class KafkaUpstreamPlugin(Plugin):
         pool_factory: Callable[[], ProducerPool] = ProducerPool,
         *,
         max_in_flight: int | None = None,
+        max_awaiting_body: int | None = None,
     ) -> None:
-        """``max_in_flight``: requests let past the body fetch at once (None: no cap)."""
-        if max_in_flight is not None and max_in_flight < 1:
-            raise ValueError("max_in_flight must be at least 1")
+        """``max_in_flight``: requests holding their body at once; ``max_awaiting_body``:
+        requests waiting for it at once (None: no cap)."""
+        for name, cap in (
+            ("max_in_flight", max_in_flight),
+            ("max_awaiting_body", max_awaiting_body),
+        ):
+            if cap is not None and cap < 1:
+                raise ValueError(f"{name} must be at least 1")
         self._pool_factory = pool_factory
         self._pool: ProducerPool | None = None
         self._max_in_flight = max_in_flight
         self._in_flight = 0
-        #: ``503 backpressure`` answers since start, by reason (``queue_full``, ``in_flight_cap``).
+        self._max_awaiting_body = max_awaiting_body
+        self._awaiting_body = 0
+        #: ``503 backpressure`` answers since start, by reason (``queue_full``, ``in_flight_cap``,
+        #: ``awaiting_body_cap``).
         self.refused_queue_full = 0
         self.refused_in_flight_cap = 0
+        self.refused_awaiting_body_cap = 0
         self._cap_log = RateLimit(_CAP_LOG_INTERVAL_S)
+        self._awaiting_log = RateLimit(_CAP_LOG_INTERVAL_S)
 
     @property
     def pool(self) -> ProducerPool:
@@ -87,8 +107,13 @@ class KafkaUpstreamPlugin(Plugin):
 
     @property
     def in_flight(self) -> int:
-        """Requests between their body fetch and their answer now."""
+        """Requests between the arrival of their body and their answer now."""
         return self._in_flight
+
+    @property
+    def awaiting_body(self) -> int:
+        """Requests waiting for APISIX to hand over their body now."""
+        return self._awaiting_body
 
     def prepare(self, value: str) -> RouteConfig | RouteConfigError:
         try:
@@ -109,15 +134,30 @@ class KafkaUpstreamPlugin(Plugin):
         except RequestError as exc:
             log_event(log, logging.DEBUG, "request_refused", status=exc.status, error=exc.code)
             return exc.answer()
-        if self._max_in_flight is not None and self._in_flight >= self._max_in_flight:
-            self._refuse_over_cap()
-            return TOO_MANY_IN_FLIGHT
-        # Counted from before the body fetch to the answer: what a request holds meanwhile
-        # (its body, its record, a wait on the delivery report) is what the cap bounds.
+        if routing.topic != config.topic:  # the header chose it: it must exist already
+            refused = await self._unknown_topic(config, routing.topic)
+            if refused is not None:
+                return refused
+        # Inline, not helpers: this runs for every request. Full before the fetch (a stalled
+        # broker): refused without a body round trip; full once the body came: refused then.
+        max_in_flight = self._max_in_flight
+        if max_in_flight is not None and self._in_flight >= max_in_flight:
+            return self._refuse_over_cap()
+        max_awaiting = self._max_awaiting_body
+        if max_awaiting is not None and self._awaiting_body >= max_awaiting:
+            return self._refuse_awaiting_body()
+        self._awaiting_body += 1
+        try:
+            body = await request.body()
+        finally:
+            self._awaiting_body -= 1
+        if max_in_flight is not None and self._in_flight >= max_in_flight:
+            return self._refuse_over_cap()
+        # Counted from the body's arrival to the answer: what a request holds meanwhile (its
+        # body, its record, a wait on the delivery report) is what the cap bounds.
         self._in_flight += 1
         try:
             try:
-                body = await request.body()
                 if len(body) > _OFF_LOOP_BYTES:
                     record = await asyncio.to_thread(build_record, config, routing, body)
                 else:
@@ -125,14 +165,13 @@ class KafkaUpstreamPlugin(Plugin):
             except RequestError as exc:
                 log_event(log, logging.DEBUG, "request_refused", status=exc.status, error=exc.code)
                 return exc.answer()
+            producer = self._producer(config)
+            if not isinstance(producer, PooledProducer):
+                return producer
             try:
-                producer = self.pool.get_canonical(config.producer_config)
                 outcome = await producer.produce(
                     record, wait=config.sync, timeout=config.timeout_ms / 1000
                 )
-            except ProducerConfigError as exc:
-                log_event(log, logging.ERROR, "producer_refused", cause=str(exc))
-                return config_invalid_answer("config", "librdkafka refused it (see the runner log)")
             except ProducerClosedError:
                 return SHUTTING_DOWN
             if type(outcome) is Backpressure:
@@ -141,7 +180,33 @@ class KafkaUpstreamPlugin(Plugin):
         finally:
             self._in_flight -= 1
 
-    def _refuse_over_cap(self) -> None:
+    def _producer(self, config: RouteConfig) -> PooledProducer | Answer:
+        """The route's producer, or the answer when there can be none."""
+        try:
+            return self.pool.get_canonical(config.producer_config)
+        except ProducerConfigError as exc:
+            log_event(log, logging.ERROR, "producer_refused", cause=str(exc))
+            return config_invalid_answer("config", "librdkafka refused it (see the runner log)")
+        except ProducerClosedError:
+            return SHUTTING_DOWN
+
+    async def _unknown_topic(self, config: RouteConfig, topic: str) -> Answer | None:
+        """None when ``topic`` exists on the route's brokers, else the answer refusing it."""
+        producer = self._producer(config)
+        if not isinstance(producer, PooledProducer):
+            return producer
+        try:
+            if await producer.topics.exists(topic):
+                return None
+        except TopicLookupFailed as exc:
+            log_event(log, logging.DEBUG, "request_refused", status=503, error="kafka_unavailable")
+            return topic_lookup_failed(str(exc))
+        log_event(
+            log, logging.DEBUG, "request_refused", status=404, error="unknown_topic_or_partition"
+        )
+        return UNKNOWN_HEADER_TOPIC
+
+    def _refuse_over_cap(self) -> Answer:
         # One warning per interval with the number refused since the last one, not one per
         # request: under a broker stall that could be thousands a second.
         self.refused_in_flight_cap += 1
@@ -152,6 +217,18 @@ class KafkaUpstreamPlugin(Plugin):
             counted="refused",
             max_in_flight=self._max_in_flight,
         )
+        return TOO_MANY_IN_FLIGHT
+
+    def _refuse_awaiting_body(self) -> Answer:
+        self.refused_awaiting_body_cap += 1
+        self._awaiting_log.log(
+            log,
+            logging.WARNING,
+            "awaiting_body_cap_reached",
+            counted="refused",
+            max_awaiting_body=self._max_awaiting_body,
+        )
+        return TOO_MANY_AWAITING_BODY
 
     async def close(self, timeout: float) -> None:
         if self._pool is not None:

@@ -11,6 +11,7 @@ refused before its body is fetched from APISIX; :func:`build_record` then takes 
 from __future__ import annotations
 
 import json
+import math
 import re
 from dataclasses import dataclass
 from decimal import Decimal
@@ -18,9 +19,15 @@ from fnmatch import fnmatchcase
 
 from jmespath.exceptions import JMESPathError
 
-from kafkaupstream.plugin.answers import RequestError, bad_header
+from kafkaupstream.plugin.answers import RequestError, bad_header, record_too_large
 from kafkaupstream.plugin.config import RouteConfig, is_legal_topic
-from kafkaupstream.plugin.jsonbody import InvalidJSON, compact, is_json_content_type, parse
+from kafkaupstream.plugin.jsonbody import (
+    IntegerText,
+    InvalidJSON,
+    compact,
+    is_json_content_type,
+    parse,
+)
 from kafkaupstream.producers import KafkaRecord
 from kafkaupstream.protocol import Entries
 
@@ -90,6 +97,9 @@ def build_record(config: RouteConfig, routing: Routing, body: bytes) -> KafkaRec
             value = compact(body)
         except InvalidJSON as exc:
             raise RequestError(400, "invalid_json", f"the body is not valid JSON: {exc}") from None
+    if config.max_record_bytes is not None and len(value) > config.max_record_bytes:
+        # librdkafka would refuse it at produce time anyway: refuse it before jsonkey parses it.
+        raise record_too_large()
     key = routing.header_key
     if key is None and routing.json_body and config.jsonkey is not None:
         key = _json_key(config, value)
@@ -147,7 +157,8 @@ def _json_key(config: RouteConfig, value: bytes) -> bytes:
         )
     try:
         return _raw(key_text(found))
-    except (RecursionError, ValueError):  # nested too deep, or an integer of >4300 digits
+    # Nested too deep, or an integer JMESPath computed (sum, to_number) past int's digit limit.
+    except (RecursionError, ValueError):
         raise RequestError(
             422,
             "key_not_found",
@@ -158,14 +169,31 @@ def _json_key(config: RouteConfig, value: bytes) -> bytes:
 def key_text(found: object) -> str:
     """What the Go original's gjson made of a value: strings as is, numbers as Go prints them.
 
-    Integers keep their digits; other numbers get Go's shortest decimal form without exponent
-    (``1.50`` -> ``1.5``, ``1e3`` -> ``1000``); booleans, objects and arrays become compact JSON.
+    Integers keep their digits (rendered from their source text when long: never converted);
+    other numbers get Go's shortest decimal form without exponent (``1.50`` -> ``1.5``, ``1e3``
+    -> ``1000``, ``1e999`` -> ``+Inf``); booleans, objects and arrays become compact JSON.
     """
     if isinstance(found, str):
         return found
+    if isinstance(found, IntegerText):
+        return found.text
     if isinstance(found, float):
+        if math.isinf(found):  # strconv.FormatFloat's spelling
+            return "+Inf" if found > 0 else "-Inf"
         return format(Decimal(repr(found)).normalize(), "f")
-    return json.dumps(found, ensure_ascii=False, separators=(",", ":"))
+    return _compact_json(found)
+
+
+def _compact_json(value: object) -> str:
+    """``json.dumps`` with compact separators, but long integers written as their source text."""
+    if isinstance(value, IntegerText):
+        return value.text
+    if isinstance(value, dict):
+        items = (f"{_compact_json(k)}:{_compact_json(v)}" for k, v in value.items())
+        return "{" + ",".join(items) + "}"
+    if isinstance(value, list):
+        return "[" + ",".join(_compact_json(item) for item in value) + "]"
+    return json.dumps(value, ensure_ascii=False)
 
 
 def _storable_name(name: str) -> bool:

@@ -15,6 +15,7 @@ from kafkaupstream.producers.config import (
     ProducerConfigError,
     canonical_config,
     is_secret,
+    message_max_bytes,
     redact,
     redact_bootstrap,
 )
@@ -37,6 +38,7 @@ from kafkaupstream.producers.pooled import (
     ProducerFactory,
     ProducerStats,
 )
+from kafkaupstream.producers.topics import TopicCatalog, TopicLookupFailed
 
 __all__ = [
     "ANY_PARTITION",
@@ -57,9 +59,12 @@ __all__ = [
     "ProducerPool",
     "ProducerStats",
     "Queued",
+    "TopicCatalog",
+    "TopicLookupFailed",
     "canonical_config",
     "failure",
     "is_secret",
+    "message_max_bytes",
     "redact",
     "redact_bootstrap",
 ]

@@ -50,6 +50,10 @@ BOOTSTRAP_PROPERTIES = ("bootstrap.servers", "metadata.broker.list")
 _HOST_PORT = re.compile(r"[A-Za-z0-9._:\[\]-]*")
 _SCHEME_UNSAFE = re.compile(r"[^A-Za-z0-9_.+-]")
 _MAX_BOOTSTRAP_ENTRIES = 10
+#: librdkafka's default ``message.max.bytes``.
+DEFAULT_MESSAGE_MAX_BYTES = 1_000_000
+#: How C's ``strtol(value, &end, 0)`` reads an integer property: sign, then hex, octal or decimal.
+_STRTOL = re.compile(r"[ \t\n\r\f\v]*([+-]?)(?:0[xX]([0-9a-fA-F]+)|(0[0-7]*)|([1-9][0-9]*))")
 
 
 class ProducerConfigError(ValueError):
@@ -103,6 +107,28 @@ def _as_text(name: str, value: object) -> str:
     raise ProducerConfigError(
         f"property {name!r} must be a string, number or boolean, not {type(value).__name__}"
     )
+
+
+def message_max_bytes(config: ConfigKey) -> int | None:
+    """``message.max.bytes`` as librdkafka reads it (``strtol`` base 0), None if unreadable.
+
+    librdkafka refuses at produce time a record whose value, key and headers exceed it; the
+    plugin checks the value against it before spending anything on the body.
+    """
+    text = dict(config).get("message.max.bytes")
+    if text is None:
+        return DEFAULT_MESSAGE_MAX_BYTES
+    match = _STRTOL.match(text)
+    if match is None:
+        return None
+    sign, hexadecimal, octal, decimal = match.groups()
+    if hexadecimal:
+        value = int(hexadecimal, 16)
+    elif octal:
+        value = int(octal, 8)
+    else:
+        value = int(decimal)
+    return -value if sign == "-" else value
 
 
 def redact(config: ConfigKey | Mapping[str, str]) -> dict[str, str]:

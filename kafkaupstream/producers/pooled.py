@@ -32,6 +32,7 @@ from kafkaupstream.producers.outcomes import (
     Queued,
     failure,
 )
+from kafkaupstream.producers.topics import TopicCatalog, TopicLookupFailed
 
 _LOG = logging.getLogger(__name__)
 #: syslog level 4: librdkafka formats nothing below warnings unless the config asks for it.
@@ -159,6 +160,8 @@ class PooledProducer:
             target=self._poll_forever, name=f"kafkaupstream-poll-{name}", daemon=True
         )
         self._thread.start()
+        #: The topics its brokers know (for topics a client chose: never created on request).
+        self.topics = TopicCatalog(self._topic_names)
 
     # -- the hot path ----------------------------------------------------------------------------
 
@@ -317,6 +320,17 @@ class PooledProducer:
             except KafkaException:
                 return False
             return True
+
+    def _topic_names(self, timeout: float) -> frozenset[str]:
+        """Blocking: every topic's name from an all-topics metadata request (which creates none)."""
+        with self._client_lock:
+            if not self._client_open:
+                raise TopicLookupFailed("the producer is closed")
+            try:
+                metadata = self._producer.list_topics(timeout=timeout)
+            except KafkaException as exc:
+                raise TopicLookupFailed(exc.args[0].name()) from None
+        return frozenset(metadata.topics)  # listed is existing (leader or not)
 
     # -- shutdown --------------------------------------------------------------------------------
 

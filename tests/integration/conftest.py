@@ -13,12 +13,16 @@ from harness import consume
 from harness.broker import EmbeddedBroker
 from harness.consume import ConsumedRecord
 
+from .faultkit import FiguresSummary
+
 #: The session broker's topics; tests that need their own should use ``new_topic`` instead of
 #: growing this (records of one test then never show up in another's assertions).
 DEFAULT_TOPICS: Mapping[str, int] = {"kafkaupstream": 3, "other": 1}
 
 BrokerFactory = Callable[..., EmbeddedBroker]
 ReadRecords = Callable[..., list[ConsumedRecord]]
+#: ``figures(sent=..., answered_2xx=...)``: see the ``figures`` fixture.
+Report = Callable[..., None]
 
 
 @pytest.fixture(scope="session")
@@ -61,3 +65,24 @@ def new_topic(broker: EmbeddedBroker) -> Callable[[int], str]:
 def read_records(broker: EmbeddedBroker) -> ReadRecords:
     """:func:`harness.consume.read_records` bound to the session broker."""
     return functools.partial(consume.read_records, broker.bootstrap)
+
+
+@pytest.fixture
+def figures(
+    request: pytest.FixtureRequest, record_property: Callable[[str, object], None]
+) -> Report:
+    """``figures(sent=..., answered_2xx=...)``: one line, printed, kept and summarised."""
+    manager = request.config.pluginmanager
+    summary = manager.get_plugin(FiguresSummary.name)
+    if summary is None:
+        summary = FiguresSummary()
+        manager.register(summary, FiguresSummary.name)
+
+    def report(**numbers: object) -> None:
+        line = f"{request.node.name}: " + " ".join(f"{k}={v}" for k, v in numbers.items())
+        print(line)
+        summary.lines.append(line)
+        for key, value in numbers.items():
+            record_property(key, value)
+
+    return report

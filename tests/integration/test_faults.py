@@ -21,10 +21,9 @@ import pytest
 from harness.broker import EmbeddedBroker
 from harness.runner_process import RunnerProcess
 
-from .conftest import BrokerFactory
+from .conftest import BrokerFactory, Report
 from .faultkit import (
     Clients,
-    FiguresSummary,
     RSSWatch,
     Sent,
     by_status,
@@ -50,29 +49,7 @@ ACK_IN_TRANSIT_S = 0.3
 #: Memory a runner may gain while a fault lasts; the loads here would hold far more unbounded.
 RSS_BOUND_MIB = 32
 
-Report = Callable[..., None]
 RunnerFactory = Callable[..., RunnerProcess]
-
-
-@pytest.fixture
-def figures(
-    request: pytest.FixtureRequest, record_property: Callable[[str, object], None]
-) -> Report:
-    """``figures(sent=..., answered_2xx=...)``: one line, printed, kept and summarised."""
-    manager = request.config.pluginmanager
-    summary = manager.get_plugin(FiguresSummary.name)
-    if summary is None:
-        summary = FiguresSummary()
-        manager.register(summary, FiguresSummary.name)
-
-    def report(**numbers: object) -> None:
-        line = f"{request.node.name}: " + " ".join(f"{k}={v}" for k, v in numbers.items())
-        print(line)
-        summary.lines.append(line)
-        for key, value in numbers.items():
-            record_property(key, value)
-
-    return report
 
 
 @pytest.fixture

@@ -51,9 +51,15 @@ class Requests:
     def __init__(self) -> None:
         self.body_fetches = 0
 
-    def make(self, body: bytes, *headers: tuple[str, str]) -> HTTPRequest:
+    def make(
+        self, body: bytes, *headers: tuple[str, str], arrives: asyncio.Event | None = None
+    ) -> HTTPRequest:
+        """``arrives``: the body is handed over only once it is set (a slow upload)."""
+
         async def fetch_body() -> bytes | None:
             self.body_fetches += 1
+            if arrives is not None:
+                await arrives.wait()
             return body or None
 
         async def fetch_var(name: str) -> bytes | None:

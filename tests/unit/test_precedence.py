@@ -165,6 +165,13 @@ def test_jsonkey_applies_to_json_content_types_with_parameters_and_suffixes() ->
         (b'{"id": {"b": 1, "a": [1, 2]}}', b'{"b":1,"a":[1,2]}'),
         (b'{"id": "caf\\u00e9"}', "café".encode()),
         (b'{"id": ""}', b""),
+        (b'{"id": -0}', b"-0"),
+        (b'{"id": -0.0}', b"-0"),
+        (b'{"id": 1e999}', b"+Inf"),
+        (b'{"id": -1e999}', b"-Inf"),
+        (b'{"id": ' + b"7" * 5000 + b"}", b"7" * 5000),
+        (b'{"id": [' + b"-" + b"8" * 700 + b", 1]}", b"[-" + b"8" * 700 + b",1]"),
+        (b'{"id": {"n": ' + b"9" * 999_000 + b"}}", b'{"n":' + b"9" * 999_000 + b"}"),
     ],
 )
 def test_jsonkey_results_become_text_as_the_originals_gjson_made_them(
@@ -205,6 +212,35 @@ def test_invalid_json_is_400() -> None:
 def test_empty_body_is_400_never_a_tombstone() -> None:
     error = refusal(route(topic="t", key="k"), b"")
     assert (error.status, error.code) == (400, "empty_body")
+
+
+def test_value_over_message_max_bytes_is_413_before_jsonkey_parses_it() -> None:
+    config = route(
+        topic="t", jsonkey="id", config={"bootstrap.servers": "b:9092", "message.max.bytes": 1000}
+    )
+    assert record(config, b'{"id": 1, "pad": "' + b"x" * 900 + b'"}', JSON).key == b"1"
+    error = refusal(config, b'{"id": ' + b"9" * 1001 + b"}", JSON)
+    assert (error.status, error.code) == (413, "body_too_large")
+    assert "message.max.bytes" in error.message
+    # Compaction comes first: whitespace that librdkafka never sees does not count.
+    assert record(config, b'{"id": 2}' + b" " * 2000, JSON).key == b"2"
+
+
+@pytest.mark.parametrize(
+    ("spelling", "limit"),
+    [("1000", 1000), ("0x3E8", 1000), ("01750", 1000), ("+1000", 1000), (" 1000x", 1000)],
+)
+def test_message_max_bytes_is_read_as_librdkafka_reads_it(spelling: str, limit: int) -> None:
+    assert (
+        route(
+            topic="t", config={"bootstrap.servers": "b:9092", "message.max.bytes": spelling}
+        ).max_record_bytes
+        == limit
+    )
+
+
+def test_message_max_bytes_defaults_to_librdkafkas() -> None:
+    assert route(topic="t").max_record_bytes == 1_000_000
 
 
 def test_body_over_the_limit_is_413() -> None:

@@ -190,3 +190,35 @@ def test_over_the_in_flight_cap_is_503_backpressure_without_fetching_the_body() 
 def test_in_flight_cap_must_be_positive() -> None:
     with pytest.raises(ValueError, match="at least 1"):
         KafkaUpstreamPlugin(max_in_flight=0)
+    with pytest.raises(ValueError, match="max_awaiting_body must be at least 1"):
+        KafkaUpstreamPlugin(max_awaiting_body=0)
+
+
+def test_requests_awaiting_their_body_are_counted_apart_from_those_in_flight() -> None:
+    plugin = KafkaUpstreamPlugin(
+        pool_factory=lambda: ProducerPool(factory=scripted), max_in_flight=1, max_awaiting_body=2
+    )
+    state = plugin.prepare(json.dumps({"config": CONFIG, "topic": "t", "timeout_ms": 300}))
+    bodies = Requests()
+
+    async def scenario() -> None:
+        arrived = asyncio.Event()
+        uploads = [
+            asyncio.create_task(plugin.handle(state, bodies.make(b"payload", arrives=arrived)))
+            for _ in range(2)
+        ]
+        await asyncio.sleep(0.05)
+        assert (plugin.awaiting_body, plugin.in_flight) == (2, 0)
+        over = await plugin.handle(state, bodies.make(b"payload"))
+        assert over.status == 503 and b"waiting for their bodies" in over.body
+        assert plugin.refused_awaiting_body_cap == 1
+        arrived.set()
+        # The first body takes the one in-flight slot (the scripted client never reports);
+        # the second arrives to a full cap and is refused then.
+        answers = await asyncio.gather(*uploads)
+        assert sorted(a.status for a in answers) == [503, 504]
+        assert plugin.refused_in_flight_cap == 1
+        assert (plugin.awaiting_body, plugin.in_flight) == (0, 0)
+        await plugin.close(1.0)
+
+    run(scenario())
