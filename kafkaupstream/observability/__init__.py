@@ -35,7 +35,6 @@ from kafkaupstream.observability.report import RunnerStatus, RunnerView, WorkerS
 if TYPE_CHECKING:
     from kafkaupstream.observability.monitor import Monitor, TelemetrySource
     from kafkaupstream.observability.recorder import Recorder
-    from kafkaupstream.producers import ProducerPool
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,8 +53,8 @@ class Telemetry:
     """One worker's metrics: made in the worker (after the fork), run by its server.
 
     The server counts every answer (:attr:`recorder`), starts the monitor when it starts and
-    stops it around the plugins' close; the plugin's producer pool comes from
-    :meth:`pool_factory` so that its delivery reports are counted too.
+    stops it around the plugins' close; the plugin's producer pool hands its delivery reports to
+    :meth:`Recorder.delivery` so that they are counted too.
     """
 
     def __init__(self, directory: MetricsDir) -> None:
@@ -66,12 +65,6 @@ class Telemetry:
         self._source: TelemetrySource | None = None
         self._monitor: Monitor | None = None
         self._folding: asyncio.TimerHandle | None = None
-
-    def pool_factory(self) -> ProducerPool:
-        """A producer pool whose delivery reports are counted."""
-        from kafkaupstream.producers import ProducerPool
-
-        return ProducerPool(observer=self.recorder.delivery)
 
     def watch(self, source: TelemetrySource) -> None:
         """The plugin whose in-flight count, producers and refusals the monitor reports."""

@@ -83,6 +83,7 @@ class Monitor:
         self._clock = clock
         self._watches: dict[str, _Watch] = {}
         self._replaced_seen = 0
+        self._released_seen = 0
         self._refused_seen = {"queue_full": 0, "in_flight_cap": 0}
         self._task: asyncio.Task[None] | None = None
         self._pid = os.getpid()
@@ -139,6 +140,9 @@ class Monitor:
         if pool is not None and pool.replaced > self._replaced_seen:
             self._recorder.producers_replaced(pool.replaced - self._replaced_seen)
             self._replaced_seen = pool.replaced
+        if pool is not None and pool.released > self._released_seen:
+            self._recorder.producers_released(pool.released - self._released_seen)
+            self._released_seen = pool.released
         totals = (
             ("queue_full", source.refused_queue_full),
             ("in_flight_cap", source.refused_in_flight_cap),

@@ -95,6 +95,15 @@ TOO_MANY_IN_FLIGHT = error_answer(
     "Retry-After",
     _RETRY_SOON,
 )
+#: Serving this route's ``config`` needs one more producer than ``--max-producers`` allows in
+#: this worker; nothing was produced. Unused producers are released (after the conf-token TTL
+#: plus ``--producer-grace``), so the cap frees up on its own unless configs keep multiplying.
+TOO_MANY_PRODUCERS = error_answer(
+    503,
+    "too_many_producers",
+    "this runner worker already holds its maximum number of Kafka producers (one per distinct "
+    "route config); the runner's log says which limit, raise --max-producers or share configs",
+)
 
 
 def bad_header(name: str, reason: str) -> RequestError:

@@ -25,6 +25,7 @@ from kafkaupstream.logs import RateLimit, log_event
 from kafkaupstream.plugin.answers import (
     SHUTTING_DOWN,
     TOO_MANY_IN_FLIGHT,
+    TOO_MANY_PRODUCERS,
     RequestError,
     outcome_answer,
 )
@@ -35,6 +36,7 @@ from kafkaupstream.producers import (
     Backpressure,
     ProducerClosedError,
     ProducerConfigError,
+    ProducerLimitReached,
     ProducerPool,
 )
 
@@ -71,6 +73,7 @@ class KafkaUpstreamPlugin(Plugin):
         self.refused_queue_full = 0
         self.refused_in_flight_cap = 0
         self._cap_log = RateLimit(_CAP_LOG_INTERVAL_S)
+        self._producer_cap_log = RateLimit(_CAP_LOG_INTERVAL_S)
 
     @property
     def pool(self) -> ProducerPool:
@@ -133,6 +136,15 @@ class KafkaUpstreamPlugin(Plugin):
             except ProducerConfigError as exc:
                 log_event(log, logging.ERROR, "producer_refused", cause=str(exc))
                 return config_invalid_answer("config", "librdkafka refused it (see the runner log)")
+            except ProducerLimitReached as exc:
+                self._producer_cap_log.log(
+                    log,
+                    logging.WARNING,
+                    "producer_cap_reached",
+                    counted="refused",
+                    max_producers=exc.limit,
+                )
+                return TOO_MANY_PRODUCERS
             except ProducerClosedError:
                 return SHUTTING_DOWN
             if type(outcome) is Backpressure:
