@@ -45,7 +45,7 @@ SOCKET_MODE = 0o766
 #: has no configuration to reload, and dying of it would leave the socket file behind.
 SHUTDOWN_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 #: Kept back from the plugins' close for what follows it: the last metrics fold and the exit.
-_EXIT_RESERVE_S = 0.05
+_EXIT_RESERVE_S = 0.1
 
 
 @dataclass(frozen=True, slots=True)
