@@ -90,6 +90,22 @@ def _build_parser() -> argparse.ArgumentParser:
         "KAFKAUPSTREAM_PRODUCER_GRACE, else 60)",
     )
     run.add_argument(
+        "--stall-after",
+        type=_seconds,
+        default=None,
+        metavar="S",
+        help="/health is degraded when a producer has had records pending for S seconds "
+        "without one successful delivery (default: KAFKAUPSTREAM_STALL_AFTER, else 10)",
+    )
+    run.add_argument(
+        "--worker-timeout",
+        type=_seconds,
+        default=None,
+        metavar="S",
+        help="with several workers, the parent kills and replaces a worker that sent no "
+        "heartbeat (one a second) for S seconds (default: KAFKAUPSTREAM_WORKER_TIMEOUT, else 10)",
+    )
+    run.add_argument(
         "--metrics-listen",
         default=os.environ.get("KAFKAUPSTREAM_METRICS_LISTEN", ""),
         metavar="HOST:PORT",
@@ -179,6 +195,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
             metrics_listen=args.metrics_listen,
             max_producers=_flag_or_env(args.max_producers, "KAFKAUPSTREAM_MAX_PRODUCERS"),
             producer_grace=_flag_or_env(args.producer_grace, "KAFKAUPSTREAM_PRODUCER_GRACE"),
+            stall_after=_flag_or_env(args.stall_after, "KAFKAUPSTREAM_STALL_AFTER"),
+            worker_timeout=_flag_or_env(args.worker_timeout, "KAFKAUPSTREAM_WORKER_TIMEOUT"),
         )
     except ValueError as exc:
         log_event(log, logging.ERROR, "bad_environment", cause=str(exc))

@@ -20,6 +20,7 @@ from kafkaupstream.api import Plugin
 from kafkaupstream.builtin import StopPlugin
 from kafkaupstream.logs import log_event
 from kafkaupstream.observability import (
+    STALL_AFTER_S,
     Address,
     MetricsDir,
     MetricsSetup,
@@ -53,6 +54,9 @@ DEFAULT_MAX_IN_FLIGHT = 10_000
 DEFAULT_MAX_PRODUCERS = 100
 #: How long a producer outlives the last conf token that used it (``--producer-grace``).
 DEFAULT_PRODUCER_GRACE_S = 60.0
+#: A worker silent this long is killed and replaced by its parent (``--worker-timeout``): ten
+#: missed heartbeats, far beyond any pause of a healthy event loop (a PrepareConf is bounded).
+DEFAULT_WORKER_TIMEOUT_S = 10.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +73,10 @@ class RunnerOptions:
     max_producers: int = DEFAULT_MAX_PRODUCERS
     #: A producer no request used for the conf-token TTL plus this is released.
     producer_grace_s: float = DEFAULT_PRODUCER_GRACE_S
+    #: Records pending this long without a successful delivery make ``/health`` degraded.
+    stall_after_s: float = STALL_AFTER_S
+    #: The parent kills and replaces a worker that sent no heartbeat for this long.
+    worker_timeout_s: float = DEFAULT_WORKER_TIMEOUT_S
 
     @property
     def producer_idle_s(self) -> float:
@@ -88,14 +96,16 @@ class RunnerOptions:
         metrics_listen: str | None = None,
         max_producers: float | str | None = None,
         producer_grace: float | str | None = None,
+        stall_after: float | str | None = None,
+        worker_timeout: float | str | None = None,
     ) -> RunnerOptions:
         """Validate what APISIX put in the environment; raises ValueError naming the variable.
 
         ``max_in_flight`` is ``--max-in-flight`` (an int), ``KAFKAUPSTREAM_MAX_IN_FLIGHT`` (its
         text) or None for :data:`DEFAULT_MAX_IN_FLIGHT`. ``metrics_listen`` is ``HOST:PORT``
         (``--metrics-listen`` or ``KAFKAUPSTREAM_METRICS_LISTEN``), empty or None for none.
-        ``max_producers`` and ``producer_grace`` likewise: the flag's number, the variable's
-        text, or None for the default.
+        ``max_producers``, ``producer_grace``, ``stall_after`` and ``worker_timeout`` likewise:
+        the flag's number, the variable's text, or None for the default.
         """
         if not listen:
             raise ValueError("APISIX_LISTEN_ADDRESS is not set (APISIX sets it when it spawns us)")
@@ -125,6 +135,10 @@ class RunnerOptions:
             ),
             producer_grace_s=_number(
                 producer_grace, DEFAULT_PRODUCER_GRACE_S, "producer-grace", minimum=0
+            ),
+            stall_after_s=_number(stall_after, STALL_AFTER_S, "stall-after", minimum=1),
+            worker_timeout_s=_number(
+                worker_timeout, DEFAULT_WORKER_TIMEOUT_S, "worker-timeout", minimum=3
             ),
         )
 
@@ -185,7 +199,11 @@ def build_server(
     from kafkaupstream.plugin.kafka_plugin import KafkaUpstreamPlugin
     from kafkaupstream.producers import ProducerPool
 
-    telemetry = Telemetry(metrics.directory) if metrics is not None else None
+    telemetry = (
+        Telemetry(metrics.directory, stall_after_s=options.stall_after_s)
+        if metrics is not None
+        else None
+    )
 
     def make_pool() -> ProducerPool:
         return ProducerPool(
@@ -220,7 +238,13 @@ def _serve(options: RunnerOptions, metrics: MetricsSetup | None) -> int:
     if options.workers == 1:
         return eventloop.run(run_runner(options, metrics))
     make_server = functools.partial(build_server, options, metrics)
-    return Supervisor(options.settings, options.workers, make_server, metrics=metrics).run()
+    return Supervisor(
+        options.settings,
+        options.workers,
+        make_server,
+        metrics=metrics,
+        worker_timeout_s=options.worker_timeout_s,
+    ).run()
 
 
 async def run_runner(options: RunnerOptions, metrics: MetricsSetup | None = None) -> int:

@@ -47,6 +47,8 @@ class MetricsSetup:
 
 #: How often queued delivery reports are counted (see ``recorder.py``).
 FOLD_EVERY_S = 0.1
+#: Records pending this long without one successful delivery: ``/health`` is degraded.
+STALL_AFTER_S = 10.0
 
 
 class Telemetry:
@@ -57,10 +59,13 @@ class Telemetry:
     :meth:`Recorder.delivery` so that they are counted too.
     """
 
-    def __init__(self, directory: MetricsDir) -> None:
+    def __init__(self, directory: MetricsDir, *, stall_after_s: float = STALL_AFTER_S) -> None:
+        """``stall_after_s``: records pending this long without a successful delivery make
+        ``/health`` degraded (``--stall-after``)."""
         from kafkaupstream.observability.recorder import Recorder
 
         self.directory = directory
+        self.stall_after_s = stall_after_s
         self.recorder: Recorder = Recorder()
         self._source: TelemetrySource | None = None
         self._monitor: Monitor | None = None
@@ -75,7 +80,9 @@ class Telemetry:
         from kafkaupstream.observability.monitor import Monitor
 
         if self._source is not None:
-            self._monitor = Monitor(self._source, self.directory, self.recorder)
+            self._monitor = Monitor(
+                self._source, self.directory, self.recorder, stall_after_s=self.stall_after_s
+            )
             self._monitor.start()
         self._fold_later()
 
@@ -104,6 +111,7 @@ class Telemetry:
 
 
 __all__ = [
+    "STALL_AFTER_S",
     "Address",
     "MetricsDir",
     "MetricsSetup",
