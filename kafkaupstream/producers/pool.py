@@ -245,9 +245,11 @@ class ProducerPool:
         records left.
 
         Each producer's own poll thread flushes it, so a hundred producers take no longer than
-        one. Records still queued when the budget runs out are purged (their waiters answer
-        ``kafka_unavailable``) and counted in one warning per producer. The clients are not
-        destroyed: this is the runner's shutdown, and its process exits next.
+        one. Records not acknowledged when the budget runs out are counted, one warning per
+        producer, from the producer's own count; a producer with requests still waiting is
+        purged, so that they are answered ``kafka_unavailable``. The clients are not destroyed:
+        this is the runner's shutdown and its process exits next (the threads of producers
+        nobody waits on still flushing, outside the interpreter).
         """
         with self._lock:
             self._closed = True
@@ -265,8 +267,8 @@ class ProducerPool:
         await asyncio.to_thread(_join_all, everyone, deadline)
         total = unfinished = 0
         for producer in producers:
-            # A poll thread still purging at the deadline: what it has not had reported yet is
-            # undelivered, as far as anyone waiting can tell.
+            # A poll thread still flushing at the deadline: what it has not had reported yet is
+            # undelivered, as far as anyone can tell before the process exits.
             left = producer.left
             if left is None:
                 unfinished += 1

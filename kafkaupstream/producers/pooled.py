@@ -47,6 +47,8 @@ _FAILURE_LOG_INTERVAL_S = 5.0
 _PURGE_WAIT_S = 0.05
 #: Kept back from a finish deadline for closing the client once it is flushed and purged.
 _CLOSE_RESERVE_S = 0.05
+#: At shutdown a flush may run on past the deadline: the process exits first (see _end_client).
+_SHUTDOWN_FLUSH_OVERRUN_S = 5.0
 #: librdkafka's default ``message.timeout.ms``: how long it tries to deliver one record.
 _DEFAULT_MESSAGE_TIMEOUT_MS = 300_000
 #: Delivery errors after which this client can never produce again (its producer id is fenced or
@@ -303,13 +305,22 @@ class PooledProducer:
         self._end_client()
 
     def _end_client(self) -> None:
-        """The poll thread's last act: flush until the finish deadline, purge the rest, close.
+        """The poll thread's last act: flush until the finish deadline, then purge and close.
 
         close() would block for up to message.timeout.ms on queued records, hence the purge; it
         makes every still-waiting request settle now (as ``kafka_unavailable``) and every queued
-        record count as failed, instead of vanishing when the process exits.
+        record count as failed. At shutdown (no close) with no request waiting (the server
+        answers every request before it closes the plugins) there is nothing to settle: the
+        flush goes on past the deadline, until the process exits, and the pool counts at the
+        deadline what is still pending. So hundreds of producers never all need the interpreter
+        in the last milliseconds of the budget, when the event loop needs it to finish.
         """
         with self._client_lock:
+            if not self._close_client and not self._waiters:
+                remaining = self._finish_by - time.monotonic()
+                self._producer.flush(max(0.0, remaining) + _SHUTDOWN_FLUSH_OVERRUN_S)
+                self.left = self.pending
+                return
             deadline = self._finish_by - (_CLOSE_RESERVE_S if self._close_client else 0.0)
             self._producer.flush(max(0.0, deadline - time.monotonic() - _PURGE_WAIT_S))
             # Our own count, not len(), which counts pending events too: every record produced
