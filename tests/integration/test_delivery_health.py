@@ -22,7 +22,17 @@ from harness.runner_process import RunnerProcess
 from tests.waiting import eventually
 
 from .conftest import BrokerFactory
-from .faultkit import Clients, by_status, conf, landed, new_topic_name, pause, until
+from .faultkit import (
+    Clients,
+    by_status,
+    conf,
+    landed,
+    new_topic_name,
+    pause,
+    restart,
+    steady_since,
+    until,
+)
 from .test_metrics import base_url, get_json, scrape, total
 from .workerkit import only_running, process_state
 
@@ -212,3 +222,40 @@ def test_a_frozen_worker_is_killed_and_replaced_within_the_worker_timeout(
     )
     assert f"pid={frozen} cause='killed by SIGKILL' action=restart" in logs
     assert replaced_s < timeout_s + 2
+
+
+def test_an_idempotent_producer_stuck_after_a_broker_restart_is_replaced_and_200s_resume(
+    broker_factory: BrokerFactory, runner_factory: Callable[..., RunnerProcess]
+) -> None:
+    """The known Tansu case: it forgets producer ids on restart and refuses librdkafka's epoch
+    bump, so the idempotent producer (sync routes' default) never delivers again by itself."""
+    topic = new_topic_name()
+    broker = broker_factory({topic: 1})
+    runner = runner_factory()
+    route = conf(broker.bootstrap, topic, timeout_ms=1000, config={"message.timeout.ms": 3000})
+
+    async def scenario() -> tuple[Clients, float, float]:
+        async with Clients(runner.socket_path, {"sync": route}, clients=4, think_s=0.05) as clients:
+            await clients.one("sync")
+            clients.start()
+            await asyncio.sleep(0.5)
+            restart(broker)
+            restarted_at = time.monotonic()
+            recovered_s = await until(
+                steady_since(clients, restarted_at), 20.0, "200s again after the restart"
+            )
+        return clients, restarted_at, recovered_s
+
+    clients, restarted_at, recovered_s = asyncio.run(scenario())
+    after = [s for s in clients.sent if s.started > restarted_at]
+    replaced = [line for line in runner.logs().splitlines() if "event=producer_replaced" in line]
+    print(
+        f"recovered_after_restart_s={recovered_s:.1f} answers_after_restart={by_status(after)} "
+        f"replacements={len(replaced)}"
+    )
+    assert any("cause=stalled" in line for line in replaced), replaced
+    assert {(s.status, s.error) for s in after} <= {
+        (200, None),
+        (503, "kafka_unavailable"),
+        (504, "delivery_timeout"),
+    }
