@@ -4,10 +4,10 @@
 thread sits in ``Producer.poll()``, which releases the GIL while it waits, and hands the delivery
 reports of waiting requests to their event loop a poll's batch at a time (``bridge.py``).
 
-The same thread ends the client (:meth:`PooledProducer.finish`): it flushes until the deadline it
-is given, purges what is left and (unless the process is about to exit) closes it. Every producer
-thus flushes on a thread it already has, in parallel with all the others, whether one is released
-or hundreds are flushed at shutdown.
+The same thread ends the client (:meth:`PooledProducer.finish`): a released or replaced producer
+is flushed until the deadline it is given, purged and closed; at shutdown it is flushed until the
+process exits. Every producer thus flushes on a thread it already has, in parallel with all the
+others, whether one is released or hundreds are flushed at shutdown.
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ _LOG = logging.getLogger(__name__)
 _DEFAULT_LOG_LEVEL = "4"
 #: Failed fire-and-forget deliveries are logged at most this often (with a count), not per record.
 _FAILURE_LOG_INTERVAL_S = 5.0
-#: Kept back from the shutdown flush for purging what is left and counting its reports.
+#: Kept back from a finish deadline for purging what is left and serving the purge's reports.
 _PURGE_WAIT_S = 0.05
 #: Kept back from a finish deadline for closing the client once it is flushed and purged.
 _CLOSE_RESERVE_S = 0.05
@@ -151,7 +151,7 @@ class PooledProducer:
         #: clock of this producer costs one attribute store per request.
         self.used = True
         self.idle_since = time.monotonic()
-        #: Records its finish left undelivered (purged), once its poll thread has ended.
+        #: Records not acknowledged by its finish deadline, once its poll thread has ended.
         self.left: int | None = None
         self.message_timeout_s = _message_timeout_ms(config) / 1000
         # Each counter has one writing thread: the loop (produced, waiters, refused,
@@ -418,9 +418,10 @@ class PooledProducer:
         """Any thread, never blocks: refuse new records, and have the poll thread flush until
         ``deadline`` (monotonic), purge what is left and close the client (see :attr:`left`).
 
-        ``close=False`` leaves the client to the process exit, which is next: destroying a
-        client joins its threads (milliseconds of CPU each), and at shutdown hundreds of them
-        would outlast the budget while saving nothing, every record being delivered or purged.
+        ``close=False`` is the shutdown: the client is left to the process exit, which is next
+        (destroying a client joins its threads, milliseconds of CPU each, and hundreds would
+        outlast the budget), and unless requests still wait on it, it is not purged either but
+        flushed on until the exit (see ``_end_client``).
         """
         self._closed = True
         self._finish_by = deadline
