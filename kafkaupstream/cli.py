@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import sys
@@ -81,6 +82,40 @@ def _build_parser() -> argparse.ArgumentParser:
         "KAFKAUPSTREAM_MAX_AWAITING_BODY, else 10000)",
     )
     run.add_argument(
+        "--max-producers",
+        type=_at_least_one,
+        default=None,
+        metavar="N",
+        help="Kafka producers each worker holds at most (one per distinct route config); a "
+        "request needing one more gets 503 too_many_producers (default: "
+        "KAFKAUPSTREAM_MAX_PRODUCERS, else 100)",
+    )
+    run.add_argument(
+        "--producer-grace",
+        type=_seconds,
+        default=None,
+        metavar="S",
+        help="a producer no request used for the conf-token lifetime (1.2 x "
+        "APISIX_CONF_EXPIRE_TIME) plus S seconds is flushed and closed (default: "
+        "KAFKAUPSTREAM_PRODUCER_GRACE, else 60)",
+    )
+    run.add_argument(
+        "--stall-after",
+        type=_seconds,
+        default=None,
+        metavar="S",
+        help="/health is degraded when a producer has had records pending for S seconds "
+        "without one successful delivery (default: KAFKAUPSTREAM_STALL_AFTER, else 10)",
+    )
+    run.add_argument(
+        "--worker-timeout",
+        type=_seconds,
+        default=None,
+        metavar="S",
+        help="with several workers, the parent kills and replaces a worker that sent no "
+        "heartbeat (one a second) for S seconds (default: KAFKAUPSTREAM_WORKER_TIMEOUT, else 10)",
+    )
+    run.add_argument(
         "--metrics-listen",
         default=os.environ.get("KAFKAUPSTREAM_METRICS_LISTEN", ""),
         metavar="HOST:PORT",
@@ -134,6 +169,21 @@ def _at_least_one(value: str) -> int:
     return count
 
 
+def _seconds(value: str) -> float:
+    try:
+        seconds = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number of seconds, got {value!r}") from None
+    if not seconds >= 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    return seconds
+
+
+def _flag_or_env(value: float | None, variable: str) -> float | str | None:
+    """The flag's value when given, else the environment variable's text (None when unset)."""
+    return value if value is not None else os.environ.get(variable)
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
     from kafkaupstream.runner import RunnerOptions, serve
 
@@ -158,11 +208,22 @@ def _cmd_run(args: argparse.Namespace) -> int:
                 else os.environ.get("KAFKAUPSTREAM_MAX_AWAITING_BODY")
             ),
             metrics_listen=args.metrics_listen,
+            max_producers=_flag_or_env(args.max_producers, "KAFKAUPSTREAM_MAX_PRODUCERS"),
+            producer_grace=_flag_or_env(args.producer_grace, "KAFKAUPSTREAM_PRODUCER_GRACE"),
+            stall_after=_flag_or_env(args.stall_after, "KAFKAUPSTREAM_STALL_AFTER"),
+            worker_timeout=_flag_or_env(args.worker_timeout, "KAFKAUPSTREAM_WORKER_TIMEOUT"),
         )
     except ValueError as exc:
         log_event(log, logging.ERROR, "bad_environment", cause=str(exc))
         return 2
-    return serve(options)
+    code = serve(options)
+    # Everything was flushed or purged and counted: exit without the interpreter's teardown,
+    # which would destroy every librdkafka client one after another (seconds with hundreds).
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):
+            stream.flush()
+    os._exit(code)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

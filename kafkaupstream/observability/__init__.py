@@ -35,7 +35,6 @@ from kafkaupstream.observability.report import RunnerStatus, RunnerView, WorkerS
 if TYPE_CHECKING:
     from kafkaupstream.observability.monitor import Monitor, TelemetrySource
     from kafkaupstream.observability.recorder import Recorder
-    from kafkaupstream.producers import ProducerPool
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,30 +47,29 @@ class MetricsSetup:
 
 #: How often queued delivery reports are counted (see ``recorder.py``).
 FOLD_EVERY_S = 0.1
+#: Records pending this long without one successful delivery: ``/health`` is degraded.
+STALL_AFTER_S = 10.0
 
 
 class Telemetry:
     """One worker's metrics: made in the worker (after the fork), run by its server.
 
     The server counts every answer (:attr:`recorder`), starts the monitor when it starts and
-    stops it around the plugins' close; the plugin's producer pool comes from
-    :meth:`pool_factory` so that its delivery reports are counted too.
+    stops it around the plugins' close; the plugin's producer pool hands its delivery reports to
+    :meth:`Recorder.delivery` so that they are counted too.
     """
 
-    def __init__(self, directory: MetricsDir) -> None:
+    def __init__(self, directory: MetricsDir, *, stall_after_s: float = STALL_AFTER_S) -> None:
+        """``stall_after_s``: records pending this long without a successful delivery make
+        ``/health`` degraded (``--stall-after``)."""
         from kafkaupstream.observability.recorder import Recorder
 
         self.directory = directory
+        self.stall_after_s = stall_after_s
         self.recorder: Recorder = Recorder()
         self._source: TelemetrySource | None = None
         self._monitor: Monitor | None = None
         self._folding: asyncio.TimerHandle | None = None
-
-    def pool_factory(self) -> ProducerPool:
-        """A producer pool whose delivery reports are counted."""
-        from kafkaupstream.producers import ProducerPool
-
-        return ProducerPool(observer=self.recorder.delivery)
 
     def watch(self, source: TelemetrySource) -> None:
         """The plugin whose in-flight count, producers and refusals the monitor reports."""
@@ -82,7 +80,9 @@ class Telemetry:
         from kafkaupstream.observability.monitor import Monitor
 
         if self._source is not None:
-            self._monitor = Monitor(self._source, self.directory, self.recorder)
+            self._monitor = Monitor(
+                self._source, self.directory, self.recorder, stall_after_s=self.stall_after_s
+            )
             self._monitor.start()
         self._fold_later()
 
@@ -111,6 +111,7 @@ class Telemetry:
 
 
 __all__ = [
+    "STALL_AFTER_S",
     "Address",
     "MetricsDir",
     "MetricsSetup",

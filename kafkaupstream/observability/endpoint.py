@@ -100,6 +100,14 @@ class _RunnerCollector:
             "second)",
             value=sum(int(r.get("awaiting_body", 0)) for r in reports.values()),
         )
+        producers = GaugeMetricFamily(
+            "kafkaupstream_producers",
+            "Kafka producers a worker holds now (sampled each second)",
+            labels=("pid",),
+        )
+        for pid, worker_report in sorted(reports.items()):
+            producers.add_metric((str(pid),), float(len(worker_report.get("producers", ()))))
+        yield producers
         depth = GaugeMetricFamily(
             "kafkaupstream_producer_queue_depth",
             "Records queued or in flight in a producer, plus its unserved events (sampled each "

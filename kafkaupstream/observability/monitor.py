@@ -9,6 +9,12 @@ and the gauges.
 Probes: every 5 s while a producer's brokers answer, every cycle while they do not (or are not
 known yet, or deliveries failed since the last cycle). Two failed probes in a row make a producer
 unreachable, one answer makes it reachable again, so a slow first connection does not flap.
+
+Brokers that answer metadata are not enough: a producer can be connected and still deliver
+nothing (an idempotent producer the broker lost track of). So a producer that has had records
+pending for ``stall_after_s`` without one successful delivery is reported stalled (its pool
+samples that, ``PooledProducer.sample_progress``), logged once when it stalls and once when it
+delivers again.
 """
 
 from __future__ import annotations
@@ -66,6 +72,7 @@ class _Watch:
     last_probe: float = float("-inf")
     failed_seen: int = 0
     suspect: bool = False
+    stalled: bool = False
 
 
 class Monitor:
@@ -78,15 +85,18 @@ class Monitor:
         recorder: Recorder,
         *,
         cycle_s: float = CYCLE_S,
+        stall_after_s: float = 10.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._source = source
+        self._stall_after_s = stall_after_s
         self._dir = metrics_dir
         self._recorder = recorder
         self._cycle_s = cycle_s
         self._clock = clock
         self._watches: dict[str, _Watch] = {}
         self._replaced_seen = 0
+        self._released_seen = 0
         self._refused_seen = {"queue_full": 0, "in_flight_cap": 0, "awaiting_body_cap": 0}
         self._task: asyncio.Task[None] | None = None
         self._pid = os.getpid()
@@ -144,6 +154,9 @@ class Monitor:
         if pool is not None and pool.replaced > self._replaced_seen:
             self._recorder.producers_replaced(pool.replaced - self._replaced_seen)
             self._replaced_seen = pool.replaced
+        if pool is not None and pool.released > self._released_seen:
+            self._recorder.producers_released(pool.released - self._released_seen)
+            self._released_seen = pool.released
         totals = (
             ("queue_full", source.refused_queue_full),
             ("in_flight_cap", source.refused_in_flight_cap),
@@ -187,6 +200,9 @@ class Monitor:
             watch.failures += 1
             if watch.reachable is not False and watch.failures >= FAILURES_TO_DOWN:
                 self._log_down(producer.name, watch, stats, now)
+        stalled = stats.stalled_s >= self._stall_after_s
+        if stalled != watch.stalled:
+            self._log_stall(producer.name, watch, stats, stalled)
         return {
             "name": producer.name,
             "bootstrap": watch.bootstrap,
@@ -198,7 +214,28 @@ class Monitor:
             "failed": stats.failed,
             "last_error": stats.last_error,
             "dead": producer.dead,
+            "pending": stats.pending,
+            "stalled": stalled,
+            "stalled_s": round(stats.stalled_s, 1),
+            "last_delivery_error": stats.last_delivery_error,
+            "stall_cause": _stall_cause(stats) if stalled else None,
         }
+
+    def _log_stall(self, name: str, watch: _Watch, stats: ProducerStats, stalled: bool) -> None:
+        watch.stalled = stalled
+        if stalled:
+            log_event(
+                log,
+                logging.WARNING,
+                "delivery_stalled",
+                producer=name,
+                bootstrap=",".join(watch.bootstrap),
+                pending=stats.pending,
+                stalled_s=round(stats.stalled_s, 1),
+                cause=_stall_cause(stats),
+            )
+        else:
+            log_event(log, logging.INFO, "delivery_resumed", producer=name)
 
     def _log_up(self, name: str, watch: _Watch, now: float) -> None:
         # After an outage, say how long it lasted; the first verdict has nothing to add.
@@ -220,3 +257,8 @@ class Monitor:
         )
         watch.reachable = False
         watch.since = now
+
+
+def _stall_cause(stats: ProducerStats) -> str:
+    """What a stalled producer last heard: a delivery report's error, else the client's own."""
+    return stats.last_delivery_error or stats.last_error or "no_delivery_report"

@@ -86,7 +86,14 @@ class Recorder:
         )
         self._replaced = Counter(
             "kafkaupstream_producers_replaced",
-            "Producers replaced after librdkafka declared them dead (fatal error, fenced id)",
+            "Producers replaced after librdkafka declared them dead (fatal error, fenced id) or "
+            "after they delivered nothing for message.timeout.ms with records pending",
+            registry=None,
+        )
+        self._released = Counter(
+            "kafkaupstream_producers_released",
+            "Producers flushed and closed because no request used them for the conf-token "
+            "lifetime plus --producer-grace",
             registry=None,
         )
         self._routes = BoundedLabels(route_limit)
@@ -112,6 +119,9 @@ class Recorder:
 
     def producers_replaced(self, count: int) -> None:
         self._replaced.inc(count)
+
+    def producers_released(self, count: int) -> None:
+        self._released.inc(count)
 
     # --- delivery reports: queued from any thread, folded in on the loop --------------------------
 

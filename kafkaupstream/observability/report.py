@@ -1,9 +1,10 @@
 """What ``/health`` and ``/ready`` answer, from the runner's state and the workers' reports (pure).
 
 ``/health`` is about Kafka: ``ok`` (200) while no worker has a producer whose brokers stopped
-answering, ``degraded`` (503) when one has, or when a worker stopped reporting (its event loop is
-stuck). ``/ready`` is about APISIX: 200 once the socket is bound and every worker accepts on it,
-503 while one is starting or restarting and once shutdown began.
+answering or that stalled (records pending, no successful delivery for ``--stall-after``),
+``degraded`` (503) when one has, or when a worker stopped reporting (its event loop is stuck).
+``/ready`` is about APISIX: 200 once the socket is bound and every worker accepts on it, 503
+while one is starting, restarting or frozen (its heartbeat late) and once shutdown began.
 """
 
 from __future__ import annotations
@@ -68,6 +69,14 @@ def health(
                     f"producer {producer.get('name')} of worker pid {worker.pid}: brokers "
                     f"{','.join(producer.get('bootstrap', ()))} unreachable "
                     f"({producer.get('last_error') or 'no metadata answer'})"
+                )
+            if producer.get("stalled"):
+                problems.append(
+                    f"producer {producer.get('name')} of worker pid {worker.pid}: brokers "
+                    f"{','.join(producer.get('bootstrap', ()))}: {producer.get('pending')} "
+                    f"records pending, no successful delivery for "
+                    f"{float(producer.get('stalled_s', 0)):.0f} s "
+                    f"({producer.get('stall_cause')})"
                 )
         workers.append(
             {

@@ -31,6 +31,7 @@ from kafkaupstream.plugin.answers import (
     TOO_MANY_AWAITING_BODY,
     TOO_MANY_IN_FLIGHT,
     UNKNOWN_HEADER_TOPIC,
+    TOO_MANY_PRODUCERS,
     RequestError,
     outcome_answer,
     topic_lookup_failed,
@@ -43,6 +44,7 @@ from kafkaupstream.producers import (
     PooledProducer,
     ProducerClosedError,
     ProducerConfigError,
+    ProducerLimitReached,
     ProducerPool,
     TopicLookupFailed,
 )
@@ -91,6 +93,7 @@ class KafkaUpstreamPlugin(Plugin):
         self.refused_awaiting_body_cap = 0
         self._cap_log = RateLimit(_CAP_LOG_INTERVAL_S)
         self._awaiting_log = RateLimit(_CAP_LOG_INTERVAL_S)
+        self._producer_cap_log = RateLimit(_CAP_LOG_INTERVAL_S)
 
     @property
     def pool(self) -> ProducerPool:
@@ -187,6 +190,15 @@ class KafkaUpstreamPlugin(Plugin):
         except ProducerConfigError as exc:
             log_event(log, logging.ERROR, "producer_refused", cause=str(exc))
             return config_invalid_answer("config", "librdkafka refused it (see the runner log)")
+        except ProducerLimitReached as exc:
+            self._producer_cap_log.log(
+                log,
+                logging.WARNING,
+                "producer_cap_reached",
+                counted="refused",
+                max_producers=exc.limit,
+            )
+            return TOO_MANY_PRODUCERS
         except ProducerClosedError:
             return SHUTTING_DOWN
 

@@ -31,7 +31,7 @@ from kafkaupstream.producers.outcomes import (
     Queued,
     failure,
 )
-from kafkaupstream.producers.pool import ProducerPool
+from kafkaupstream.producers.pool import ProducerLimitReached, ProducerPool
 from kafkaupstream.producers.pooled import (
     PooledProducer,
     ProducerClosedError,
@@ -56,6 +56,7 @@ __all__ = [
     "ProducerConfig",
     "ProducerConfigError",
     "ProducerFactory",
+    "ProducerLimitReached",
     "ProducerPool",
     "ProducerStats",
     "Queued",

@@ -3,6 +3,11 @@
 ``produce()`` runs on the event loop thread (it only appends to librdkafka's queue); a dedicated
 thread sits in ``Producer.poll()``, which releases the GIL while it waits, and hands the delivery
 reports of waiting requests to their event loop a poll's batch at a time (``bridge.py``).
+
+The same thread ends the client (:meth:`PooledProducer.finish`): a released or replaced producer
+is flushed until the deadline it is given, purged and closed; at shutdown it is flushed until the
+process exits. Every producer thus flushes on a thread it already has, in parallel with all the
+others, whether one is released or hundreds are flushed at shutdown.
 """
 
 from __future__ import annotations
@@ -39,8 +44,14 @@ _LOG = logging.getLogger(__name__)
 _DEFAULT_LOG_LEVEL = "4"
 #: Failed fire-and-forget deliveries are logged at most this often (with a count), not per record.
 _FAILURE_LOG_INTERVAL_S = 5.0
-#: Kept back from the shutdown flush for purging what is left and counting its reports.
+#: Kept back from a finish deadline for purging what is left and serving the purge's reports.
 _PURGE_WAIT_S = 0.05
+#: Kept back from a finish deadline for closing the client once it is flushed and purged.
+_CLOSE_RESERVE_S = 0.05
+#: At shutdown a flush may run on past the deadline: the process exits first (see _end_client).
+_SHUTDOWN_FLUSH_OVERRUN_S = 5.0
+#: librdkafka's default ``message.timeout.ms``: how long it tries to deliver one record.
+_DEFAULT_MESSAGE_TIMEOUT_MS = 300_000
 #: Delivery errors after which this client can never produce again (its producer id is fenced or
 #: its epoch refused); with librdkafka's fatal errors they make the pool replace the producer.
 _DEAD_CLIENT_ERRORS = frozenset(
@@ -71,6 +82,12 @@ class ProducerStats:
     failed: int
     backpressured: int
     last_error: str | None
+    #: Records produced whose delivery report has not come yet (queued or in flight).
+    pending: int
+    #: How long it has had records pending without a successful delivery (0: it has not).
+    stalled_s: float
+    #: librdkafka's error name on the last failed delivery report, if any.
+    last_delivery_error: str | None
 
 
 class _ErrorTracker:
@@ -131,8 +148,21 @@ class PooledProducer:
         self._poll_interval = poll_interval
         self._backpressure = Backpressure(retry_after_s)
         self._closed = False
-        # Each counter has one writing thread: the loop (waiters, refused, backpressured) or
-        # the thread serving delivery reports (delivered, failed).
+        #: Set by the pool on every use and cleared by its maintenance (once a second): the idle
+        #: clock of this producer costs one attribute store per request.
+        self.used = True
+        self.idle_since = time.monotonic()
+        #: Records not acknowledged by its finish deadline, once its poll thread has ended.
+        self.left: int | None = None
+        self.message_timeout_s = _message_timeout_ms(config) / 1000
+        # Each counter has one writing thread: the loop (produced, waiters, refused,
+        # backpressured) or the thread serving delivery reports (delivered, failed).
+        self._produced = 0
+        self._last_delivery_error: str | None = None
+        self._delivered_seen = 0
+        self._stalled_since: float | None = None
+        self._finish_by = 0.0
+        self._close_client = True
         self._waiters = 0
         self._refused = 0
         self._backpressured = 0
@@ -215,6 +245,7 @@ class PooledProducer:
             if exc.args[0].code() in _DEAD_CLIENT_ERRORS:
                 self._errors.mark_dead(exc.args[0])
             return failure(exc.args[0])
+        self._produced += 1
         return None
 
     # -- callbacks (poll thread, or whichever thread serves the queue) ---------------------------
@@ -245,6 +276,7 @@ class PooledProducer:
             self._delivered += 1
             return Delivered(message.topic() or "", message.partition() or 0, message.offset() or 0)
         self._failed += 1
+        self._last_delivery_error = error.name()
         if error.fatal() or error.code() in _DEAD_CLIENT_ERRORS:
             self._errors.mark_dead(error)
         return failure(error)
@@ -273,13 +305,41 @@ class PooledProducer:
                 else:
                     # A bug in a callback must not stop delivery reports for everyone else.
                     log_event(_LOG, logging.ERROR, "poll_failed", exc_info=True, producer=self.name)
-        # close() would block for up to message.timeout.ms on queued records: purge first
-        # (drain() normally left none).
+        self._end_client()
+
+    def _end_client(self) -> None:
+        """The poll thread's last act: flush until the finish deadline, then purge and close.
+
+        close() would block for up to message.timeout.ms on queued records, hence the purge; it
+        makes every still-waiting request settle now (as ``kafka_unavailable``) and every queued
+        record count as failed. At shutdown (no close) with no request waiting (the server
+        answers every request before it closes the plugins) there is nothing to settle: the
+        flush goes on past the deadline, until the process exits, and the pool counts at the
+        deadline what is still pending. So hundreds of producers never all need the interpreter
+        in the last milliseconds of the budget, when the event loop needs it to finish.
+        """
         with self._client_lock:
+            if not self._close_client and not self._waiters:
+                remaining = self._finish_by - time.monotonic()
+                self._producer.flush(max(0.0, remaining) + _SHUTDOWN_FLUSH_OVERRUN_S)
+                self.left = self.pending
+                return
+            deadline = self._finish_by - (_CLOSE_RESERVE_S if self._close_client else 0.0)
+            self._producer.flush(max(0.0, deadline - time.monotonic() - _PURGE_WAIT_S))
+            # Our own count, not len(), which counts pending events too: every record produced
+            # and not reported by now is undelivered, and is counted as such even if its purge
+            # report comes too late to be served.
+            left = self.pending
             self._producer.purge(in_queue=True, in_flight=True)
             self._producer.poll(0)
-            self._producer.close()
+            while self.pending and time.monotonic() < deadline:
+                self._producer.poll(0.005)  # the purge's reports: waiting requests are answered
+            if self._close_client:
+                self._producer.close()
             self._client_open = False
+        self.left = left
+        if left and self._close_client:  # at shutdown the pool counts and logs instead
+            log_event(_LOG, logging.WARNING, "flush_incomplete", producer=self.name, left=left)
 
     # -- observation -----------------------------------------------------------------------------
 
@@ -293,10 +353,41 @@ class PooledProducer:
         """Why this client can never produce again (the error's name), or None while it can."""
         return self._errors.dead
 
+    @property
+    def waiters(self) -> int:
+        """Requests awaiting a delivery report now."""
+        return self._waiters
+
+    @property
+    def last_delivery_error(self) -> str | None:
+        """librdkafka's error name on the last failed delivery report, if any."""
+        return self._last_delivery_error
+
+    @property
+    def pending(self) -> int:
+        """Records produced and not reported yet: what a stalled client holds."""
+        return max(0, self._produced - self._delivered - self._failed)
+
+    def sample_progress(self, now: float) -> float:
+        """The loop, about once a second: how long records have been pending with no success.
+
+        A sample, not a per-record clock: the delivery count is compared with the previous
+        sample's, so the hot path pays nothing and the figure is late by at most one interval.
+        """
+        delivered = self._delivered
+        if self.pending == 0 or delivered != self._delivered_seen:
+            self._delivered_seen = delivered
+            self._stalled_since = None
+            return 0.0
+        if self._stalled_since is None:
+            self._stalled_since = now
+        return now - self._stalled_since
+
     def stats(self) -> ProducerStats:
         """Queue depth (librdkafka's ``len``), waiting requests and delivery counters."""
         with self._client_lock:
             queue_depth = len(self._producer) if self._client_open else 0
+        stalled_since = self._stalled_since
         return ProducerStats(
             name=self.name,
             queue_depth=queue_depth,
@@ -305,6 +396,9 @@ class PooledProducer:
             failed=self._failed + self._refused,
             backpressured=self._backpressured,
             last_error=self._errors.last,
+            pending=self.pending,
+            stalled_s=0.0 if stalled_since is None else time.monotonic() - stalled_since,
+            last_delivery_error=self.last_delivery_error,
         )
 
     async def reachable(self, timeout: float = 1.0) -> bool:
@@ -334,28 +428,18 @@ class PooledProducer:
 
     # -- shutdown --------------------------------------------------------------------------------
 
-    def drain(self, deadline: float) -> int:
-        """Blocking: flush until ``deadline`` (monotonic), purge what is left, return that count.
+    def finish(self, deadline: float, *, close: bool = True) -> None:
+        """Any thread, never blocks: refuse new records, and have the poll thread flush until
+        ``deadline`` (monotonic), purge what is left and close the client (see :attr:`left`).
 
-        Purging makes every still-waiting request settle now (as ``kafka_unavailable``) instead
-        of when the process is killed.
+        ``close=False`` is the shutdown: the client is left to the process exit, which is next
+        (destroying a client joins its threads, milliseconds of CPU each, and hundreds would
+        outlast the budget), and unless requests still wait on it, it is not purged either but
+        flushed on until the exit (see ``_end_client``).
         """
         self._closed = True
-        with self._client_lock:
-            if not self._client_open:
-                return 0
-            left = int(self._producer.flush(max(0.0, deadline - time.monotonic() - _PURGE_WAIT_S)))
-            if left:
-                # len() counts pending events too: count the purge's failure reports instead
-                # (served here or by the poll thread; in-flight ones come a moment later).
-                failed = self._failed
-                self._producer.purge(in_queue=True, in_flight=True)
-                self._producer.flush(_PURGE_WAIT_S)
-                left = self._failed - failed
-            return left
-
-    def stop_polling(self) -> None:
-        """Ask the poll thread to stop; it closes the client within one poll interval."""
+        self._finish_by = deadline
+        self._close_client = close
         self._stopping.set()
 
     def join(self, timeout: float) -> bool:
@@ -365,3 +449,14 @@ class PooledProducer:
 
     def __repr__(self) -> str:
         return f"<PooledProducer {self.name} waiters={self._waiters} closed={self._closed}>"
+
+
+def _message_timeout_ms(config: ConfigKey) -> float:
+    """The config's ``message.timeout.ms`` (or its alias), librdkafka's default if unset or odd."""
+    properties = dict(config)
+    text = properties.get("message.timeout.ms", properties.get("delivery.timeout.ms"))
+    try:
+        value = float(text) if text is not None else _DEFAULT_MESSAGE_TIMEOUT_MS
+    except ValueError:
+        return _DEFAULT_MESSAGE_TIMEOUT_MS
+    return value if value > 0 else _DEFAULT_MESSAGE_TIMEOUT_MS

@@ -13,6 +13,13 @@ it never holds anything a worker must not inherit (no plugins, no producers). Wi
 runner (``observability/``): the workers write their counters and reports into a directory the
 parent reads, so the parent still has no thread, and it tidies a dead worker's files when it
 reaps it.
+
+A worker whose event loop freezes (SIGSTOP, a hang in C code, a deadlock) would keep accepting
+connections it never serves, and no exit would tell the parent. So each worker sends a heartbeat
+on its channel every second; a worker silent for 3 s (or half the timeout, if shorter) counts
+as not accepting (``/ready`` says 503), and one silent for ``worker_timeout_s``
+(``--worker-timeout``, 10 s by default) is SIGKILLed, then reaped and restarted like any dead
+worker.
 """
 
 from __future__ import annotations
@@ -55,6 +62,11 @@ _STABLE_AFTER_S = 1.0
 _FIRST_RESTART_DELAY_S = 0.1
 #: APISIX itself waits 3 s before respawning a runner that died.
 _MAX_RESTART_DELAY_S = 3.0
+#: A worker whose heartbeat (one a second) is this late no longer counts as accepting (or half
+#: the worker timeout, when that is shorter: /ready must say so before the worker is killed).
+_UNRESPONSIVE_AFTER_S = 3.0
+#: How often the parent looks at the heartbeats.
+_HEARTBEAT_CHECK_S = 0.5
 
 
 @dataclass(slots=True)
@@ -63,6 +75,8 @@ class _Worker:
     pid: int
     started_at: float
     ready: bool = False
+    #: SIGKILLed by the parent for a missing heartbeat (once is enough).
+    killed: bool = False
 
 
 def _ignore_signal(_signum: int, _frame: object) -> None:
@@ -79,6 +93,7 @@ class Supervisor:
         make_server: Callable[[ServerSettings, TokenStore], RunnerServer],
         *,
         metrics: MetricsSetup | None = None,
+        worker_timeout_s: float = 10.0,
     ) -> None:
         if workers < 1:
             raise ValueError("a runner needs at least one worker")
@@ -93,6 +108,8 @@ class Supervisor:
         self._registry: ConfTokenRegistry[ConfList] = ConfTokenRegistry(settings.conf_expire_s)
         self._channels = ChannelHub(TokenService(self._registry), self._selector, self._on_ready)
         self._metrics = metrics
+        self._worker_timeout_s = worker_timeout_s
+        self._unresponsive_after_s = min(_UNRESPONSIVE_AFTER_S, worker_timeout_s / 2)
         self._http: HttpServer | None = None
         self._restarts = 0
         self._workers: dict[int, _Worker] = {}
@@ -152,8 +169,10 @@ class Supervisor:
                     if due <= now:
                         del self._restart_at[index]
                         self._spawn(index)
+                self._kill_silent(now)
+                timeout = _HEARTBEAT_CHECK_S
                 if self._restart_at:
-                    timeout = max(0.0, min(self._restart_at.values()) - now)
+                    timeout = min(timeout, max(0.0, min(self._restart_at.values()) - now))
             if self._http is not None:
                 http_due = self._http.timeout(now)
                 if http_due is not None:
@@ -191,6 +210,27 @@ class Supervisor:
         self._close_listener()
         for pid in self._workers:
             _signal_quietly(pid, sig)
+
+    def _silent_for(self, worker: _Worker, now: float) -> float:
+        """Seconds since the worker's channel last brought anything (its heartbeat, at least)."""
+        return now - self._channels.heard_at.get(worker.pid, now)
+
+    def _kill_silent(self, now: float) -> None:
+        """SIGKILL ready workers whose heartbeat stopped; the reaper restarts them."""
+        for worker in self._workers.values():
+            silent_s = self._silent_for(worker, now)
+            if worker.ready and not worker.killed and silent_s >= self._worker_timeout_s:
+                worker.killed = True
+                log_event(
+                    log,
+                    logging.ERROR,
+                    "worker_unresponsive",
+                    worker=worker.index,
+                    pid=worker.pid,
+                    silent_s=round(silent_s, 1),
+                    action="kill_and_restart",
+                )
+                _signal_quietly(worker.pid, signal.SIGKILL)
 
     def _kill_remaining(self) -> None:
         log_event(log, logging.WARNING, "shutdown_killed_workers", count=len(self._workers))
@@ -334,7 +374,11 @@ class Supervisor:
         return RunnerStatus(
             expected_workers=self._count,
             workers=tuple(
-                WorkerState(w.pid, wall - (now - w.started_at), w.ready)
+                WorkerState(
+                    w.pid,
+                    wall - (now - w.started_at),
+                    w.ready and self._silent_for(w, now) < self._unresponsive_after_s,
+                )
                 for w in self._workers.values()
             ),
             listening=self._listener is not None and self._stop_started is None,

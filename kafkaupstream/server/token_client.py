@@ -32,6 +32,8 @@ log = logging.getLogger(__name__)
 DEFAULT_TIMEOUT_S = 5.0
 #: Uses are reported at most this often; a tenth of a second keeps the accepted race small.
 MAX_FLUSH_EVERY_S = 0.1
+#: How often a worker tells its parent its event loop still runs (see ``supervisor.py``).
+HEARTBEAT_EVERY_S = 1.0
 
 
 def flush_interval(ttl_s: float) -> float:
@@ -62,6 +64,7 @@ class RemoteTokenStore(asyncio.Protocol):
         self._next_id = 1
         self._uses: dict[int, float] = {}
         self._flush_handle: asyncio.TimerHandle | None = None
+        self._heartbeat: asyncio.TimerHandle | None = None
         self._transport: asyncio.Transport | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -93,8 +96,15 @@ class RemoteTokenStore(asyncio.Protocol):
     # --- lifecycle ----------------------------------------------------------------------------
 
     def announce_ready(self, pid: int) -> None:
-        """Tell the parent this worker accepts connections (it then counts as started)."""
+        """Tell the parent this worker accepts connections (it then counts as started), then
+        send a heartbeat every second: one the parent misses for long means a frozen loop."""
         self._write({"op": "ready", "pid": pid})
+        self._beat()
+
+    def _beat(self) -> None:
+        self._write({"op": "beat"})
+        if self._loop is not None and self._transport is not None:
+            self._heartbeat = self._loop.call_later(HEARTBEAT_EVERY_S, self._beat)
 
     def flush(self) -> None:
         """Send the batched uses now."""
@@ -105,6 +115,8 @@ class RemoteTokenStore(asyncio.Protocol):
             self._write({"op": "touch", "uses": uses})
 
     def close(self) -> None:
+        if self._heartbeat is not None:
+            self._heartbeat.cancel()
         if self._flush_handle is not None:
             self._flush_handle.cancel()
         self.flush()

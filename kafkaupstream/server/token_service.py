@@ -47,6 +47,7 @@ from __future__ import annotations
 import logging
 import selectors
 import socket
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -90,6 +91,8 @@ class TokenService:
             if op == "touch":
                 for token, used_at in message["uses"]:
                     self.registry.touch(int(token), float(used_at))
+                return None, None
+            if op == "beat":  # the hub noted the time it came; nothing else to do
                 return None, None
         except (KeyError, TypeError, ValueError) as exc:
             raise WireError(f"bad {op!r} message: {exc!r}") from exc
@@ -159,17 +162,21 @@ class ChannelHub:
         self._on_ready = on_ready
         self._channels: dict[int, Channel] = {}
         self._writing: set[int] = set()
+        #: When each worker's channel last brought a message (any message is a sign of life).
+        self.heard_at: dict[int, float] = {}
 
     def sockets(self) -> list[socket.socket]:
         return [channel.sock for channel in self._channels.values()]
 
     def add(self, pid: int, sock: socket.socket) -> None:
         self._channels[pid] = Channel(sock)
+        self.heard_at[pid] = time.monotonic()
         self._selector.register(sock, selectors.EVENT_READ, pid)
 
     def remove(self, pid: int) -> None:
         channel = self._channels.pop(pid, None)
         self._writing.discard(pid)
+        self.heard_at.pop(pid, None)
         if channel is not None:
             self._selector.unregister(channel.sock)
             channel.close()
@@ -185,6 +192,8 @@ class ChannelHub:
             return
         try:
             messages = channel.receive()
+            if messages:
+                self.heard_at[pid] = time.monotonic()
             for message in messages or ():
                 self._on_message(pid, channel, message)
         except WireError:

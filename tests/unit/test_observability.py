@@ -163,6 +163,26 @@ def test_health_is_degraded_naming_the_unreachable_producer_and_its_worker() -> 
     ]
 
 
+def test_health_is_degraded_naming_a_stalled_producer_and_why() -> None:
+    stalled = {
+        **producer("producer-3", True),
+        "pending": 12,
+        "stalled": True,
+        "stalled_s": 14.2,
+        "stall_cause": "_MSG_TIMED_OUT",
+    }
+    reports = {
+        11: {"at": NOW - 0.5, "producers": [producer("producer-1", True)]},
+        12: {"at": NOW - 0.5, "producers": [stalled]},
+    }
+    code, body = health(status(A, B), reports, NOW)
+    assert (code, body["status"]) == (503, "degraded")
+    assert body["problems"] == [
+        "producer producer-3 of worker pid 12: brokers k1:9092: 12 records pending, no "
+        "successful delivery for 14 s (_MSG_TIMED_OUT)"
+    ]
+
+
 def test_health_is_degraded_when_a_worker_stops_reporting() -> None:
     young = WorkerState(13, NOW - 1, True)  # just started: no report yet is fine
     reports = {11: {"at": NOW - 30, "producers": []}}

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 from collections.abc import Callable
 from typing import Any, cast
@@ -17,7 +18,13 @@ import pytest
 from confluent_kafka import KafkaError, KafkaException, Producer
 
 from kafkaupstream.plugin import KafkaUpstreamPlugin
-from kafkaupstream.producers import KafkaRecord, ProducerPool, canonical_config, pool
+from kafkaupstream.producers import (
+    KafkaRecord,
+    ProducerLimitReached,
+    ProducerPool,
+    canonical_config,
+    pool,
+)
 from tests.waiting import eventually
 
 from .test_plugin_handle import Requests
@@ -222,3 +229,111 @@ def test_requests_awaiting_their_body_are_counted_apart_from_those_in_flight() -
         await plugin.close(1.0)
 
     run(scenario())
+
+
+# --- producer lifetimes: released when unused, capped, replaced when stalled ---------------------
+
+
+def test_a_producer_unused_for_idle_after_is_released_and_made_again_on_the_next_request(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="kafkaupstream.producers.pool")
+
+    async def scenario() -> None:
+        pool_ = ProducerPool(factory=scripted, idle_after_s=30.0)
+        first = pool_.get_canonical(canonical_config(CONFIG))
+        now = time.monotonic()
+        pool_.maintain(now)  # the use is noted: idle from now on
+        pool_.maintain(now + 29.0)
+        assert pool_.producers == (first,)
+        pool_.maintain(now + 30.5)
+        assert pool_.producers == () and pool_.released == 1
+        # Flushed, purged and closed by its own poll thread, off the loop.
+        await asyncio.to_thread(
+            eventually, lambda: ScriptedClient.made[0].closed, timeout=2.0, interval=0.01
+        )
+        second = pool_.get_canonical(canonical_config(CONFIG))
+        assert second is not first and len(ScriptedClient.made) == 2
+        await pool_.close(1.0)
+
+    run(scenario())
+    assert "event=producer_released producer=producer-1" in caplog.text
+
+
+def test_a_used_producer_is_kept() -> None:
+    pool_ = ProducerPool(factory=scripted, idle_after_s=30.0)
+    key = canonical_config(CONFIG)
+    first = pool_.get_canonical(key)
+    now = time.monotonic()
+    for minute in range(5):
+        pool_.get_canonical(key)
+        pool_.maintain(now + 20.0 * minute)
+    assert pool_.producers == (first,) and pool_.released == 0
+    asyncio.run(pool_.close(1.0))
+
+
+def test_the_pool_refuses_a_producer_past_max_producers_but_serves_the_ones_it_has() -> None:
+    pool_ = ProducerPool(factory=scripted, max_producers=2)
+    one = pool_.get_canonical(canonical_config({**CONFIG, "client.id": "a"}))
+    two = pool_.get_canonical(canonical_config({**CONFIG, "client.id": "b"}))
+    with pytest.raises(ProducerLimitReached) as refused:
+        pool_.get_canonical(canonical_config({**CONFIG, "client.id": "c"}))
+    assert refused.value.limit == 2 and len(ScriptedClient.made) == 2
+    assert pool_.get_canonical(canonical_config({**CONFIG, "client.id": "a"})) is one
+    assert pool_.get_canonical(canonical_config({**CONFIG, "client.id": "b"})) is two
+    asyncio.run(pool_.close(1.0))
+
+
+def test_the_plugin_answers_503_too_many_producers_over_the_cap() -> None:
+    plugin = KafkaUpstreamPlugin(
+        pool_factory=lambda: ProducerPool(factory=scripted, max_producers=1)
+    )
+    first = plugin.prepare(json.dumps({"config": CONFIG, "topic": "t", "timeout_ms": 50}))
+    other = {**CONFIG, "client.id": "other"}
+    second = plugin.prepare(json.dumps({"config": other, "topic": "t", "timeout_ms": 50}))
+
+    async def scenario() -> list[tuple[int, str]]:
+        answers = [
+            await plugin.handle(state, Requests().make(b"payload")) for state in (first, second)
+        ]
+        await plugin.close(1.0)
+        return [(a.status, json.loads(a.body).get("error", "")) for a in answers]
+
+    # The scripted client never reports: the first waits out its timeout_ms.
+    assert run(scenario()) == [(504, "delivery_timeout"), (503, "too_many_producers")]
+
+
+def test_a_producer_with_records_pending_and_no_delivery_for_message_timeout_is_replaced(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    config = {**CONFIG, "message.timeout.ms": 2000}
+
+    async def scenario() -> None:
+        pool_ = ProducerPool(factory=scripted)
+        stuck = pool_.get_canonical(canonical_config(config))
+        waiter = asyncio.create_task(stuck.produce(KafkaRecord("t", b"v"), wait=True, timeout=9.0))
+        await asyncio.sleep(0.05)
+        assert stuck.pending == 1
+        now = time.monotonic()
+        pool_.maintain(now)  # the stall starts here
+        pool_.maintain(now + 1.5)
+        assert pool_.producers == (stuck,)
+        pool_.maintain(now + 2.0)
+        assert pool_.producers == () and pool_.replaced == 1
+        # Its waiting request gets the purge's outcome, not a silent timeout.
+        outcome = await asyncio.wait_for(waiter, 2.0)
+        assert type(outcome).__name__ == "Failed"
+        fresh = pool_.get_canonical(canonical_config(config))
+        assert fresh is not stuck and fresh.pending == 0
+        await pool_.close(1.0)
+
+    run(scenario())
+    assert "event=producer_replaced producer=producer-1 cause=stalled pending=1" in caplog.text
+
+
+def test_a_producer_that_delivers_is_not_stalled() -> None:
+    pool_ = ProducerPool(factory=scripted)
+    producer = pool_.get_canonical(canonical_config({**CONFIG, "message.timeout.ms": 2000}))
+    assert producer.sample_progress(100.0) == 0.0  # nothing pending
+    assert producer.stats().stalled_s == 0.0
+    asyncio.run(pool_.close(1.0))
