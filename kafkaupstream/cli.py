@@ -8,10 +8,14 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
+from typing import TypeVar
 
 from kafkaupstream import __version__
 from kafkaupstream.logs import configure_logging, log_event
 from kafkaupstream.worker_count import usable_cpus, worker_count
+
+#: A flag's number type: ``int`` for counts, ``float`` for seconds.
+_Number = TypeVar("_Number", int, float)
 
 log = logging.getLogger("kafkaupstream")
 
@@ -179,7 +183,7 @@ def _seconds(value: str) -> float:
     return seconds
 
 
-def _flag_or_env(value: float | None, variable: str) -> float | str | None:
+def _flag_or_env(value: _Number | None, variable: str) -> _Number | str | None:
     """The flag's value when given, else the environment variable's text (None when unset)."""
     return value if value is not None else os.environ.get(variable)
 
@@ -197,15 +201,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
             shutdown_timeout_s=args.shutdown_timeout,
             test_plugins=args.test_plugins,
             workers=worker_count(args.workers, os.environ),
-            max_in_flight=(
-                args.max_in_flight
-                if args.max_in_flight is not None
-                else os.environ.get("KAFKAUPSTREAM_MAX_IN_FLIGHT")
-            ),
-            max_awaiting_body=(
-                args.max_awaiting_body
-                if args.max_awaiting_body is not None
-                else os.environ.get("KAFKAUPSTREAM_MAX_AWAITING_BODY")
+            max_in_flight=_flag_or_env(args.max_in_flight, "KAFKAUPSTREAM_MAX_IN_FLIGHT"),
+            max_awaiting_body=_flag_or_env(
+                args.max_awaiting_body, "KAFKAUPSTREAM_MAX_AWAITING_BODY"
             ),
             metrics_listen=args.metrics_listen,
             max_producers=_flag_or_env(args.max_producers, "KAFKAUPSTREAM_MAX_PRODUCERS"),

@@ -129,6 +129,8 @@ _RECORD_TOO_LARGE = "the record (body, key and headers) exceeds the producer's m
 def record_too_large() -> RequestError:
     """The record cannot fit the producer's ``message.max.bytes``: retrying cannot help."""
     return RequestError(413, "body_too_large", _RECORD_TOO_LARGE)
+
+
 #: Serving this route's ``config`` needs one more producer than ``--max-producers`` allows in
 #: this worker; nothing was produced. Unused producers are released (after the conf-token TTL
 #: plus ``--producer-grace``), so the cap frees up on its own unless configs keep multiplying.
