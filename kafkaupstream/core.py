@@ -12,6 +12,7 @@ from __future__ import annotations
 import importlib.util
 import os
 from importlib.machinery import EXTENSION_SUFFIXES
+from types import ModuleType
 from typing import Final, Literal
 
 from kafkaupstream import NO_EXTENSIONS_ENV
@@ -31,6 +32,12 @@ def core() -> CoreName:
     if origin is not None and origin.endswith(tuple(EXTENSION_SUFFIXES)):
         return COMPILED
     return PYTHON
+
+
+def is_compiled(module: ModuleType) -> bool:
+    """Whether ``module`` was loaded from a compiled extension rather than its source."""
+    origin = getattr(module, "__file__", None) or ""
+    return origin.endswith(tuple(EXTENSION_SUFFIXES))
 
 
 def forced_python() -> bool:
