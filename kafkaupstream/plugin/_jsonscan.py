@@ -1,4 +1,4 @@
-"""A one-pass JSON validity scan by Go's rules, for the compiled core; ``jsonbody`` is the reference.
+"""A one-pass JSON validity scan by Go's rules, for the compiled core: ``jsonbody`` decides.
 
 Compiled (``_jsonscan.pxd`` types every local as a C integer) this is a loop over the bytes:
 about a microsecond per KiB, where the reference, CPython's C scanner, builds a Python object
