@@ -545,7 +545,9 @@ class LaneConnection:
         transport = self._transport
         if transport is not None and not transport.is_closing():
             try:
-                data = self._stops.encode(HTTPReqCallResponse(self._call.id, _to_stop(answer)))
+                data = self._stops.encode_answer(
+                    self._call.id, answer.status, answer.headers, answer.body
+                )
             except FrameTooLarge as exc:
                 log_event(
                     _SERVER_LOG,

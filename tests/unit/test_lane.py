@@ -35,11 +35,14 @@ from kafkaupstream.producers import (
 from kafkaupstream.protocol import (
     ExtraInfoResponse,
     HTTPReqCallRequest,
+    HTTPReqCallResponse,
     MessageType,
     PrepareConfRequest,
+    Stop,
     TextEntry,
     encode_message,
 )
+from kafkaupstream.protocol._stopframes import StopFrames
 from kafkaupstream.server import lane as lane_module
 from kafkaupstream.server.confs import LocalTokenStore, PreparedConfs
 from kafkaupstream.server.handler import ApisixConnection, RunnerState
@@ -360,3 +363,21 @@ def test_random_byte_streams_in_random_chunks_get_the_same_answers(
 
 def test_message_types_used_here_are_the_protocols() -> None:
     assert (MessageType.HTTP_REQ_CALL, MessageType.EXTRA_INFO) == (2, 3)
+
+
+@fuzz(200)
+@given(
+    call_id=st.one_of(st.just(0), st.integers(1, 2**32 - 1)),
+    status=st.sampled_from([200, 202, 400, 503, 0]),
+    headers=st.lists(st.tuples(st.text(max_size=8), st.text(max_size=8)), max_size=3),
+    data=st.binary(max_size=40),
+    stops=st.just(None).map(lambda _: StopFrames()),
+)
+def test_stop_answers_from_header_pairs_are_the_codecs_bytes(
+    call_id: int, status: int, headers: list[tuple[str, str]], data: bytes, stops: StopFrames
+) -> None:
+    pairs = tuple(headers)
+    entries = tuple(TextEntry(n, v) for n, v in pairs)
+    expected = encode_message(HTTPReqCallResponse(call_id, Stop(status, entries, data)))
+    for _ in range(2):  # learnt, then from the template
+        assert stops.encode_answer(call_id, status, pairs, data) == expected
