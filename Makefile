@@ -19,6 +19,7 @@ CORE := $(VENV)/.core-built
 
 $(CORE): $(STAMP) $(CORE_SOURCES)
 	$(PY) setup.py --quiet build_ext --inplace
+	$(VENV)/bin/kafkaupstream --version
 	touch $(CORE)
 
 install: $(CORE)
