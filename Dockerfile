@@ -5,11 +5,13 @@
 #   docker build -t kafkaupstream:local .
 #   docker buildx build --platform linux/amd64,linux/arm64 -t REGISTRY/kafkaupstream:TAG .
 #
-# Multi-arch needs nothing special: both base images are published for amd64 and arm64, and
+# Multi-arch needs nothing special: the base images are published for amd64 and arm64, and
 # every dependency is a pure-Python or manylinux_2_28 wheel (confluent-kafka bundles librdkafka
-# with its own OpenSSL, zlib, zstd and SASL and needs only glibc >= 2.28), so nothing is compiled.
-# Nothing here runs ldconfig or apt-get either, the two steps that break arm64 builds under QEMU
-# or once a Debian release leaves the mirrors.
+# with its own OpenSSL, zlib, zstd and SASL and needs only glibc >= 2.28). The one thing compiled
+# is the runner's own core (Cython), in the `compile` stage: the full python image has a C
+# compiler, the slim ones and the final image have none. Nothing here runs ldconfig or apt-get
+# either, the two steps that break arm64 builds under QEMU or once a Debian release leaves the
+# mirrors.
 #
 # The file also builds with the classic builder (the Docker SDK, which tests/e2e use, drives that
 # one): no RUN --mount, no COPY --chmod, no heredocs.
@@ -20,6 +22,20 @@
 # Debian release (checked below): bump them together.
 ARG APISIX_IMAGE=apache/apisix:3.17.0-debian
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
+# The same CPython release with a compiler: builds the runner's wheel with its compiled core.
+ARG PYTHON_COMPILE_IMAGE=python:3.11-bookworm
+
+# --- compile: the runner's wheel, its per-request modules compiled by Cython -----------------
+FROM ${PYTHON_COMPILE_IMAGE} AS compile
+ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1
+COPY . /src
+# setup.py would install pure Python if compiling failed; an image must not do so silently.
+RUN set -eux; \
+    pip wheel --no-deps --wheel-dir /wheels /src; \
+    python -c "import glob, sys, zipfile; \
+names = zipfile.ZipFile(glob.glob('/wheels/kafkaupstream-*.whl')[0]).namelist(); \
+sys.exit(0 if any(n.startswith('kafkaupstream/server/lane.') and n.endswith('.so') \
+for n in names) else 'the wheel has no compiled core')"
 
 # --- build: CPython and the runner's virtualenv, both under /opt ------------------------------
 FROM ${PYTHON_IMAGE} AS build
@@ -42,19 +58,20 @@ RUN set -eux; \
 # A symlinked venv (the default): its bin/python resolves to /opt/python/bin/python3.11, so the
 # RPATH above still finds libpython; `--copies` would break that.
 RUN /opt/python/bin/python3.11 -m venv /opt/kafkaupstream
-COPY . /src
+COPY --from=compile /wheels /wheels
 # --only-binary: a platform without a confluent-kafka (or uvloop) wheel must fail here, loudly,
 # rather than try to compile librdkafka (or libuv) in an image that has no compiler. pip and
 # setuptools are not needed at run time. The context has no harness/ (.dockerignore): the
 # distribution's kafkaupstream-harness script would point at nothing, so it goes too.
 RUN set -eux; \
-    /opt/kafkaupstream/bin/pip install --only-binary=confluent-kafka,uvloop /src; \
+    /opt/kafkaupstream/bin/pip install --only-binary=confluent-kafka,uvloop /wheels/kafkaupstream-*.whl; \
+    rm -rf /wheels; \
     /opt/kafkaupstream/bin/pip uninstall -y pip setuptools; \
     rm -f /opt/kafkaupstream/bin/kafkaupstream-harness; \
     if /opt/kafkaupstream/bin/python -c "import harness" 2>/dev/null; then \
         echo "the harness package must not be in the image" >&2; exit 1; \
     fi; \
-    /opt/kafkaupstream/bin/kafkaupstream --version
+    /opt/kafkaupstream/bin/kafkaupstream --version | grep "compiled core"
 
 # --- the runtime image ------------------------------------------------------------------------
 FROM ${APISIX_IMAGE}
@@ -76,7 +93,7 @@ RUN set -eu; \
 [importlib.import_module(m.name) for m in pkgutil.walk_packages(kafkaupstream.__path__, 'kafkaupstream.') \
  if not m.name.endswith('__main__')]; \
 print('confluent-kafka', confluent_kafka.version(), 'librdkafka', confluent_kafka.libversion()[0])"; \
-    /opt/kafkaupstream/bin/kafkaupstream --version
+    /opt/kafkaupstream/bin/kafkaupstream --version | grep "compiled core"
 COPY --chown=apisix:apisix examples/apisix/config.yaml /usr/local/apisix/conf/config.yaml
 
 # The base image's own user (uid 636). nginx's master, its privileged agent and therefore the

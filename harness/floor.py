@@ -4,7 +4,9 @@ It answers PrepareConf with a canned token and each HTTPReqCall with one ExtraIn
 trip then a canned Stop, reading nothing but frame headers: no plugin, no decoding, no Kafka. The
 runner's throughput is judged as a fraction of this one's, on the same machine and event loop.
 
-``python -m harness.floor --socket PATH [--loop asyncio|uvloop]`` serves until SIGTERM/SIGINT.
+``python -m harness.floor --socket PATH [--loop asyncio|uvloop] [--streams]`` serves until
+SIGTERM/SIGINT; ``--streams`` is the streams floor, the simplest correct server
+(``asyncio.start_unix_server``, one ``readexactly`` per header and payload, ``drain`` per answer).
 """
 
 from __future__ import annotations
@@ -69,12 +71,33 @@ class FloorProtocol(asyncio.Protocol):
             transport.write(answer)
 
 
-async def serve(path: str) -> None:
-    """Serve on ``path`` until SIGTERM or SIGINT."""
+async def _stream_client(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """The streams floor: the simplest correct server, one frame read and answered at a time."""
+    try:
+        while True:
+            header = await reader.readexactly(4)
+            await reader.readexactly(int.from_bytes(header[1:], "big"))
+            answer = _ANSWERS.get(header[0])
+            if answer is None:
+                return
+            writer.write(answer)
+            await writer.drain()
+    except (asyncio.IncompleteReadError, ConnectionError):
+        return
+    finally:
+        writer.close()
+
+
+async def serve(path: str, streams: bool = False) -> None:
+    """Serve on ``path`` until SIGTERM or SIGINT (``streams``: with StreamReader/Writer)."""
     loop = asyncio.get_running_loop()
     if os.path.exists(path):
         os.unlink(path)
-    server = await loop.create_unix_server(FloorProtocol, path, backlog=1024)
+    server: asyncio.AbstractServer
+    if streams:
+        server = await asyncio.start_unix_server(_stream_client, path, backlog=1024)
+    else:
+        server = await loop.create_unix_server(FloorProtocol, path, backlog=1024)
     stopped = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stopped.set)
@@ -101,6 +124,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         default="asyncio",
         help="event loop to serve with (default %(default)s)",
     )
+    parser.add_argument(
+        "--streams",
+        action="store_true",
+        help="serve with asyncio.start_unix_server and StreamReader/Writer (the streams floor)",
+    )
     args = parser.parse_args(argv)
     factory = None
     if args.loop == "uvloop":
@@ -108,7 +136,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         factory = uvloop.new_event_loop
     with asyncio.Runner(loop_factory=factory) as runner:
-        runner.run(serve(args.socket))
+        runner.run(serve(args.socket, args.streams))
     return 0
 
 

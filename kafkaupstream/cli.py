@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from typing import TypeVar
 
 from kafkaupstream import __version__
+from kafkaupstream.core import describe
 from kafkaupstream.logs import configure_logging, log_event
 from kafkaupstream.worker_count import usable_cpus, worker_count
 
@@ -25,7 +26,9 @@ def _build_parser() -> argparse.ArgumentParser:
         prog="kafkaupstream",
         description="Apache APISIX external plugin runner that produces request bodies to Kafka.",
     )
-    parser.add_argument("--version", action="version", version=f"kafkaupstream {__version__}")
+    parser.add_argument(
+        "--version", action="version", version=f"kafkaupstream {__version__}, {describe()}"
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     run = sub.add_parser(

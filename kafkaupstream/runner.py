@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 from kafkaupstream.api import Plugin
 from kafkaupstream.builtin import StopPlugin
+from kafkaupstream.core import core, describe
 from kafkaupstream.logs import log_event
 from kafkaupstream.observability import (
     STALL_AFTER_S,
@@ -239,6 +240,7 @@ def build_server(
 
 def serve(options: RunnerOptions) -> int:
     """The ``run`` command: serve until SIGTERM/SIGINT; exit code 0 after an orderly shutdown."""
+    log_event(log, logging.INFO, "core", core=core(), build=describe())
     if options.metrics_listen is None:
         return _serve(options, None)
     # Before any fork: every worker must inherit the directory and prometheus_client's mode.

@@ -23,12 +23,16 @@ from harness.bench.scenarios import (
     raw_produce_row,
     runner_row,
 )
+from kafkaupstream import NO_EXTENSIONS_ENV
+from kafkaupstream.core import COMPILED, core
 
 TOPICS = {
     "bench-raw": 1,
     "bench-raw-idem": 1,
     "bench-async": 1,
     "bench-sync": 1,
+    "bench-async-py": 1,
+    "bench-sync-py": 1,
     "bench-async-w2": 1,
 }
 STOP_LABEL = "runner, stop plugin (echo_body: RPC + ExtraInfo, no Kafka)"
@@ -65,7 +69,14 @@ def run_bench(s: Settings) -> tuple[list[Row], dict[str, str]]:
     )
     loop = stop.server_loop
     facts["runner event loop"] = loop or "unknown (the runner did not start); floor a uses asyncio"
-    rows = [guarded("a", "floor", partial(floor_row, loop or "asyncio", s, "a"))]
+    rows = [
+        guarded("a", "floor", partial(floor_row, loop or "asyncio", s, "a")),
+        guarded(
+            "a-streams",
+            "streams floor",
+            partial(floor_row, loop or "asyncio", s, "a-streams", True),
+        ),
+    ]
     if loop != "uvloop":
         # The runner does not use uvloop: show what uvloop's floor would be, too.
         rows.append(guarded("a-uvloop", "floor", partial(floor_row, "uvloop", s, "a-uvloop")))
@@ -88,15 +99,43 @@ def run_bench(s: Settings) -> tuple[list[Row], dict[str, str]]:
                     partial(raw_produce_row, key, label, bootstrap, topic, extra, s, pid),
                 )
             )
-        for key, delivery, topic, config, workers, connections in (
-            ("c", "async", "bench-async", {"bootstrap.servers": bootstrap}, 1, s.connections),
+        compiled = core() == COMPILED
+        for key, delivery, topic, config, workers, connections, pure in (
+            (
+                "c",
+                "async",
+                "bench-async",
+                {"bootstrap.servers": bootstrap},
+                1,
+                s.connections,
+                False,
+            ),
+            (
+                "c-py",
+                "async",
+                "bench-async-py",
+                {"bootstrap.servers": bootstrap},
+                1,
+                s.connections,
+                True,
+            ),
             (
                 "d",
                 "sync",
                 "bench-sync",
-                {"bootstrap.servers": bootstrap, "acks": "all"},
+                {"bootstrap.servers": bootstrap, "acks": "all", "linger.ms": 1},
                 1,
                 s.sync_connections,
+                False,
+            ),
+            (
+                "d-py",
+                "sync",
+                "bench-sync-py",
+                {"bootstrap.servers": bootstrap, "acks": "all", "linger.ms": 1},
+                1,
+                s.sync_connections,
+                True,
             ),
             # Two workers split the connections: twice as many keep each one as busy.
             (
@@ -106,12 +145,15 @@ def run_bench(s: Settings) -> tuple[list[Row], dict[str, str]]:
                 {"bootstrap.servers": bootstrap},
                 2,
                 2 * s.connections,
+                False,
             ),
         ):
+            build = "pure Python" if pure or not compiled else "compiled core"
             label = (
                 f"runner, kafkaupstream {delivery}"
-                + (", acks=all" if delivery == "sync" else "")
+                + (", acks=all, linger.ms=1" if delivery == "sync" else "")
                 + f", {workers} worker{'s' if workers > 1 else ''}, {connections} connections"
+                + f", {build}"
             )
             conf = json.dumps({"config": config, "topic": topic, "delivery": delivery})
             rows.append(
@@ -128,6 +170,7 @@ def run_bench(s: Settings) -> tuple[list[Row], dict[str, str]]:
                         replace(s, connections=connections),
                         pid,
                         (bootstrap, topic),
+                        {NO_EXTENSIONS_ENV: "1" if pure else "0"},
                     ),
                 )
             )

@@ -14,12 +14,33 @@ NOISY = 0.2
 #: (numerator, denominator, meaning) of the ratios the issue asks for.
 RATIOS = (
     ("stop", "a", "runner RPC path without Kafka vs floor"),
+    ("a-streams", "a", "streams floor vs floor"),
     ("c", "a", "runner async vs floor"),
     ("d", "a", "runner sync vs floor"),
     ("c", "b", "runner async vs raw produce"),
     ("d", "b-idem", "runner sync vs raw idempotent produce"),
     ("c-w2", "c", "runner async, 2 workers vs 1"),
 )
+#: The floor CPU per request is compared with: the simplest correct Python server.
+CPU_FLOOR = "a-streams"
+#: (row, reference, meaning) of CPU-per-request ratios (reference / row: efficiency).
+CPU_RATIOS = (
+    ("stop", CPU_FLOOR, "stop plugin vs streams floor"),
+    ("c", CPU_FLOOR, "async, compiled, vs streams floor"),
+    ("c-py", CPU_FLOOR, "async, pure Python, vs streams floor"),
+    ("d", CPU_FLOOR, "sync, compiled, vs streams floor"),
+    ("d-py", CPU_FLOOR, "sync, pure Python, vs streams floor"),
+    ("c", "c-py", "async: compiled vs pure Python"),
+    ("d", "d-py", "sync: compiled vs pure Python"),
+)
+
+
+def cpu_per_request(row: Row) -> float | None:
+    """The server's CPU microseconds per answered request (its cores over its rate)."""
+    server = row.cpu.get("server")
+    if row.error or not row.rate or server is None:
+        return None
+    return server / row.rate * 1e6
 
 
 def _num(value: float | None, fmt: str) -> str:
@@ -63,17 +84,21 @@ def render(rows: Sequence[Row], facts: Mapping[str, str], cpus: int) -> str:
         ]
     lines += [
         "",
-        "| key | scenario | req/s | p50 ms | p99 ms | answers | server cores | load cores "
-        "| broker cores | other cores |",
-        "|---|---|--:|--:|--:|---|--:|--:|--:|--:|",
+        "| key | scenario | req/s | p50 ms | p99 ms | answers | server CPU µs/req "
+        "| x streams floor | server cores | load cores | broker cores | other cores |",
+        "|---|---|--:|--:|--:|---|--:|--:|--:|--:|--:|--:|",
     ]
+    floor_us = cpu_per_request(by_key[CPU_FLOOR]) if CPU_FLOOR in by_key else None
     for row in rows:
         if row.error:
-            lines.append(f"| {row.key} | {row.label} | failed: {row.error} | | | | | | | |")
+            lines.append(f"| {row.key} | {row.label} | failed: {row.error} | | | | | | | | | |")
             continue
+        us = cpu_per_request(row)
+        times = us / floor_us if us is not None and floor_us else None
         lines.append(
             f"| {row.key} | {row.label} | {_num(row.rate, '{:,.0f}')} | {_num(row.p50, '{:.2f}')} "
-            f"| {_num(row.p99, '{:.2f}')} | {row.answers} | {_cpu(row, 'server')} "
+            f"| {_num(row.p99, '{:.2f}')} | {row.answers} | {_num(us, '{:.1f}')} "
+            f"| {_num(times, '{:.2f}')} | {_cpu(row, 'server')} "
             f"| {_cpu(row, 'load')} | {_cpu(row, 'broker')} | {_cpu(row, 'other')} |"
         )
     lines += ["", "| ratio | value | meaning |", "|---|--:|---|"]
@@ -81,6 +106,18 @@ def render(rows: Sequence[Row], facts: Mapping[str, str], cpus: int) -> str:
         a, b = by_key.get(top), by_key.get(bottom)
         if a and b and a.rate and b.rate and not (a.error or b.error):
             lines.append(f"| {top}/{bottom} | {a.rate / b.rate:.2f} | {meaning} |")
+        else:
+            lines.append(f"| {top}/{bottom} | — | {meaning} (a scenario is missing) |")
+    lines += [
+        "",
+        "| CPU per request | times | meaning |",
+        "|---|--:|---|",
+    ]
+    for top, bottom, meaning in CPU_RATIOS:
+        a_us = cpu_per_request(by_key[top]) if top in by_key else None
+        b_us = cpu_per_request(by_key[bottom]) if bottom in by_key else None
+        if a_us is not None and b_us:
+            lines.append(f"| {top}/{bottom} | {a_us / b_us:.2f} | {meaning} |")
         else:
             lines.append(f"| {top}/{bottom} | — | {meaning} (a scenario is missing) |")
     lines += [

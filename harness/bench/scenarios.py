@@ -143,12 +143,13 @@ def cores(cpu: Mapping[str, float | None]) -> dict[str, float]:
     return used
 
 
-def floor_row(loop: str, s: Settings, key: str) -> Row:
-    """(a) The bare floor server (harness/floor.py) on ``loop``."""
+def floor_row(loop: str, s: Settings, key: str, streams: bool = False) -> Row:
+    """(a) The bare floor server (harness/floor.py) on ``loop``; ``streams``: the streams floor."""
     with tempfile.TemporaryDirectory(prefix="ku-floor-") as tmp:
         path = os.path.join(tmp, "floor.sock")
         proc = subprocess.Popen(
-            [sys.executable, "-m", "harness.floor", "--socket", path, "--loop", loop],
+            [sys.executable, "-m", "harness.floor", "--socket", path, "--loop", loop]
+            + (["--streams"] if streams else []),
             cwd=ROOT,
             stderr=subprocess.DEVNULL,
         )
@@ -158,7 +159,8 @@ def floor_row(loop: str, s: Settings, key: str) -> Row:
         finally:
             proc.terminate()
             proc.wait(10)
-    row = row_from_summary(key, f"floor: bare server, {loop} loop", summary)
+    kind = "streams floor: start_unix_server + StreamReader/Writer" if streams else "floor"
+    row = row_from_summary(key, f"{kind}: bare server, {loop} loop", summary)
     row.server_loop = loop
     return row
 
@@ -172,9 +174,10 @@ def runner_row(
     s: Settings,
     broker_pid: int | None = None,
     verify: tuple[str, str] | None = None,
+    env: Mapping[str, str] | None = None,
 ) -> Row:
     """The runner as APISIX spawns it (a fresh process per scenario), loaded over its socket."""
-    with RunnerProcess(args=args) as runner:
+    with RunnerProcess(args=args, env=env) as runner:
         watch = {"server": runner.pid}
         if broker_pid is not None:
             watch["broker"] = broker_pid

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from kafkaupstream import __version__
+from kafkaupstream.core import core
 from kafkaupstream.observability import report
 from kafkaupstream.observability.files import MetricsDir
 from kafkaupstream.observability.http import Response
@@ -70,8 +71,12 @@ class _RunnerCollector:
         status, reports = self._endpoint.snapshot()
         yield InfoMetricFamily(
             "kafkaupstream_runner",
-            "The runner's version and configured worker processes",
-            value={"version": __version__, "workers": str(status.expected_workers)},
+            "The runner's version, configured worker processes and core (compiled or python)",
+            value={
+                "version": __version__,
+                "workers": str(status.expected_workers),
+                "core": core(),
+            },
         )
         yield GaugeMetricFamily(
             "kafkaupstream_workers_accepting",

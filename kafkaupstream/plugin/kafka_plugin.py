@@ -169,7 +169,7 @@ class KafkaUpstreamPlugin(Plugin):
                 log_event(log, logging.DEBUG, "request_refused", status=exc.status, error=exc.code)
                 return exc.answer()
             producer = self._producer(config)
-            if not isinstance(producer, PooledProducer):
+            if isinstance(producer, Answer):
                 return producer
             try:
                 outcome = await producer.produce(
@@ -205,7 +205,7 @@ class KafkaUpstreamPlugin(Plugin):
     async def _unknown_topic(self, config: RouteConfig, topic: str) -> Answer | None:
         """None when ``topic`` exists on the route's brokers, else the answer refusing it."""
         producer = self._producer(config)
-        if not isinstance(producer, PooledProducer):
+        if isinstance(producer, Answer):
             return producer
         try:
             if await producer.topics.exists(topic):

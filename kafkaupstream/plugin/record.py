@@ -184,15 +184,28 @@ def key_text(found: object) -> str:
     return _compact_json(found)
 
 
-def _compact_json(value: object) -> str:
-    """``json.dumps`` with compact separators, but long integers written as their source text."""
+#: How deeply nested a jsonkey result may be to become a key. Explicit, not Python's recursion
+#: limit: compiled, the recursion runs on the C stack, which that limit does not guard.
+_MAX_KEY_NESTING = 256
+
+
+def _compact_json(value: object, depth: int = 0) -> str:
+    """``json.dumps`` with compact separators, but long integers written as their source text.
+
+    Raises RecursionError past :data:`_MAX_KEY_NESTING` levels.
+    """
     if isinstance(value, IntegerText):
         return value.text
-    if isinstance(value, dict):
-        items = (f"{_compact_json(k)}:{_compact_json(v)}" for k, v in value.items())
-        return "{" + ",".join(items) + "}"
-    if isinstance(value, list):
-        return "[" + ",".join(_compact_json(item) for item in value) + "]"
+    if isinstance(value, (dict, list)):
+        if depth >= _MAX_KEY_NESTING:
+            raise RecursionError("the jsonkey result is nested too deeply")
+        depth += 1
+        if isinstance(value, dict):
+            items = (
+                f"{_compact_json(k, depth)}:{_compact_json(v, depth)}" for k, v in value.items()
+            )
+            return "{" + ",".join(items) + "}"
+        return "[" + ",".join(_compact_json(item, depth) for item in value) + "]"
     return json.dumps(value, ensure_ascii=False)
 
 

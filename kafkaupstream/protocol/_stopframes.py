@@ -14,7 +14,13 @@ from typing import Final
 
 from kafkaupstream.protocol._writers import encode_message
 from kafkaupstream.protocol.frames import MAX_PAYLOAD, encode_header
-from kafkaupstream.protocol.messages import Entries, HTTPReqCallResponse, MessageType, Stop
+from kafkaupstream.protocol.messages import (
+    Entries,
+    HTTPReqCallResponse,
+    MessageType,
+    Stop,
+    TextEntry,
+)
 
 _U32 = struct.Struct("<I")
 _PADDING: Final = tuple(bytes(-n & 3) for n in range(4))
@@ -30,11 +36,40 @@ _Template = tuple[bytes, bytes]
 class StopFrames:
     """Encodes ``HTTPReqCallResponse(id, Stop(...))`` from a bounded set of templates."""
 
-    __slots__ = ("_capacity", "_templates")
+    __slots__ = ("_by_pairs", "_capacity", "_templates")
 
     def __init__(self, capacity: int = 32) -> None:
         self._templates: dict[_Key, _Template] = {}
+        #: The same templates by plain (name, value) header pairs, for :meth:`encode_answer`.
+        self._by_pairs: dict[tuple[int, tuple[tuple[str, str], ...], bool], _Template] = {}
         self._capacity = capacity
+
+    def encode_answer(
+        self, call_id: int, status: int, headers: tuple[tuple[str, str], ...], body: bytes
+    ) -> bytes:
+        """:meth:`encode` of ``HTTPReqCallResponse(call_id, Stop(status, headers, body))``.
+
+        For the compiled lane: once a shape is learnt, no message, entry or dataclass hash is
+        made per answer; the template is found by the plain header pairs.
+        """
+        key = (status, headers, call_id != 0)
+        template = self._by_pairs.get(key)
+        if template is None or not body or not 0 <= call_id <= 0xFFFFFFFF:
+            entries = tuple([TextEntry(name, value) for name, value in headers])
+            data = self.encode(HTTPReqCallResponse(call_id, Stop(status, entries, body)))
+            learnt = self._templates.get((status, entries, call_id != 0))
+            if learnt is not None:
+                if len(self._by_pairs) >= self._capacity:
+                    self._by_pairs.clear()
+                self._by_pairs[key] = learnt
+            return data
+        if len(body) > MAX_PAYLOAD:
+            return self.encode(
+                HTTPReqCallResponse(
+                    call_id, Stop(status, tuple([TextEntry(n, v) for n, v in headers]), body)
+                )
+            )  # raises the codec's error
+        return _assemble(template, call_id, body)
 
     def encode(self, msg: HTTPReqCallResponse) -> bytes:
         """The frame for ``msg``: from a template for a Stop with a body, else the codec's."""
@@ -51,32 +86,7 @@ class StopFrames:
             return encode_message(msg)
         if template is None:
             template = self._learn(key, msg)
-        body = stop.body
-        length = len(body)
-        head, tail = template
-        payload_size = len(head) + len(tail) + 4 + length + (-length & 3)
-        if call_id:
-            payload_size += 4
-            return b"".join(
-                (
-                    encode_header(MessageType.HTTP_REQ_CALL, payload_size),
-                    head,
-                    _U32.pack(call_id),
-                    tail,
-                    _U32.pack(length),
-                    body,
-                    _PADDING[length & 3],
-                )
-            )
-        return b"".join(
-            (
-                encode_header(MessageType.HTTP_REQ_CALL, payload_size),
-                head,
-                _U32.pack(length),
-                body,
-                _PADDING[length & 3],
-            )
-        )
+        return _assemble(template, call_id, stop.body)
 
     def _learn(self, key: _Key, msg: HTTPReqCallResponse) -> _Template:
         """Encode the message once with a stand-in body and cut the template out of it."""
@@ -93,6 +103,35 @@ class StopFrames:
             self._templates.clear()
         self._templates[key] = template
         return template
+
+
+def _assemble(template: _Template, call_id: int, body: bytes) -> bytes:
+    """The frame: header, the template with the id patched in, the body vector, padding."""
+    length = len(body)
+    head, tail = template
+    payload_size = len(head) + len(tail) + 4 + length + (-length & 3)
+    if call_id:
+        payload_size += 4
+        return b"".join(
+            (
+                encode_header(MessageType.HTTP_REQ_CALL, payload_size),
+                head,
+                _U32.pack(call_id),
+                tail,
+                _U32.pack(length),
+                body,
+                _PADDING[length & 3],
+            )
+        )
+    return b"".join(
+        (
+            encode_header(MessageType.HTTP_REQ_CALL, payload_size),
+            head,
+            _U32.pack(length),
+            body,
+            _PADDING[length & 3],
+        )
+    )
 
 
 def _id_position(payload: bytes) -> int:

@@ -141,6 +141,11 @@ class Connection:
         """The request class of the HTTP call in progress (IN_CALL/AWAIT_INFO), else None."""
         return self._call
 
+    @property
+    def between_exchanges(self) -> bool:
+        """IDLE, nothing received past the last message, no EOF: the stream can change hands."""
+        return self._state is State.IDLE and not self._eof and not len(self._buffer)
+
     def receive_data(self, data: bytes) -> None:
         """Feed bytes read from the socket; ``b""`` means the peer closed it."""
         if not data:

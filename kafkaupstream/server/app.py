@@ -17,11 +17,13 @@ import signal
 import socket
 import stat
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import TYPE_CHECKING
 
 from kafkaupstream.api import Plugin
+from kafkaupstream.core import COMPILED, core
 from kafkaupstream.logs import log_event
 from kafkaupstream.server.confs import (
     LocalTokenStore,
@@ -112,7 +114,7 @@ class RunnerServer:
         loop = asyncio.get_running_loop()
         self._open_files = OpenFilesWatch(loop)
         self._server = await loop.create_unix_server(
-            lambda: ApisixConnection(self.state), sock=sock, backlog=1024
+            protocol_factory(self.state), sock=sock, backlog=1024
         )
         event = "listening" if bound_here else "worker_accepting"
         log_event(log, logging.INFO, event, path=self.settings.socket_path, pid=os.getpid())
@@ -172,6 +174,15 @@ class RunnerServer:
     def _unlink_socket_if_ours(self) -> None:
         if self._socket_identity is not None:
             unlink_if_ours(self.settings.socket_path, self._socket_identity)
+
+
+def protocol_factory(state: RunnerState) -> Callable[[], asyncio.BaseProtocol]:
+    """Connections of the compiled core's lane, or of the general handler in pure Python."""
+    if core() == COMPILED:
+        from kafkaupstream.server.lane import LaneConnection
+
+        return partial(LaneConnection, state)  # type: ignore[return-value]
+    return partial(ApisixConnection, state)
 
 
 def socket_identity(path: str) -> tuple[int, int]:

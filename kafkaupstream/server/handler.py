@@ -10,9 +10,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Protocol, cast
 
 from kafkaupstream.api import Answer, HTTPRequest, Plugin, PreparedConf
 from kafkaupstream.logs import log_event
@@ -51,6 +51,19 @@ log = logging.getLogger(__name__)
 _ASK_BODY = ExtraInfoRequest(ReqBody())
 
 
+class Served(Protocol):
+    """What shutdown needs of a connection: this module's, or the compiled lane's (lane.py)."""
+
+    busy: bool
+
+    @property
+    def task(self) -> asyncio.Future[None] | None: ...
+
+    def close_if_idle(self) -> None: ...
+
+    def abort(self) -> None: ...
+
+
 @dataclass(slots=True)
 class RunnerState:
     """What every connection of one process shares: plugins, prepared confs, the shutdown flag.
@@ -62,7 +75,7 @@ class RunnerState:
     confs: PreparedConfs
     conf_limits: PrepareConfLimits = field(default_factory=PrepareConfLimits)
     recorder: Recorder | None = None
-    connections: set[ApisixConnection] = field(default_factory=set)
+    connections: set[Served] = field(default_factory=set)
     shutting_down: bool = False
 
 
@@ -71,10 +84,15 @@ class PeerGone(Exception):
 
 
 class ApisixConnection(asyncio.Protocol):
-    """Serves the RPC on one accepted unix-socket connection."""
+    """Serves the RPC on one accepted unix-socket connection.
 
-    def __init__(self, state: RunnerState) -> None:
+    ``release``: the connection is served for the compiled lane (``lane.py``), which owns the
+    transport; it is called, instead of closing, once an exchange is over with nothing buffered.
+    """
+
+    def __init__(self, state: RunnerState, release: Callable[[], None] | None = None) -> None:
         self._state = state
+        self._release = release
         self._conn = Connection(Role.RUNNER, max_prepare_conf_bytes=state.conf_limits.payload_bytes)
         self._transport: asyncio.Transport | None = None
         self._wakeup: asyncio.Future[None] | None = None
@@ -169,6 +187,7 @@ class ApisixConnection(asyncio.Protocol):
         self._transport.write(data)
 
     async def _serve(self) -> None:
+        released = False
         try:
             while True:
                 if self._drained is not None:
@@ -190,10 +209,14 @@ class ApisixConnection(asyncio.Protocol):
                     self.busy = False
                 if self._state.shutting_down:
                     return
+                if self._release is not None and self._conn.between_exchanges:
+                    released = True
+                    self._release()
+                    return
         except PeerGone as exc:
             log_event(log, logging.WARNING, "exchange_aborted", cause=str(exc))
         finally:
-            if self._transport is not None:
+            if self._transport is not None and not released:
                 self._transport.close()
 
     def _fail(self, exc: ProtocolError) -> None:

@@ -27,6 +27,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from harness.broker import EmbeddedBroker, free_port
 from harness.fake_apisix import ClientRequest, FakeApisix, PluginConf
 from harness.runner_process import RunnerProcess
+from kafkaupstream.core import core
 from tests.integration.workerkit import only_running
 from tests.waiting import eventually
 
@@ -278,7 +279,8 @@ def test_gauges_show_in_flight_back_at_zero_queue_depths_and_tokens(traffic: Tra
     # (async routes are not idempotent by default: another config, another producer).
     assert len(depth) == 5
     assert value(samples, "kafkaupstream_conf_tokens") == 4  # live, queued, stalled, secret
-    assert value(samples, "kafkaupstream_runner_info", version="0.1.0", workers="2") == 1
+    info = {"version": "0.1.0", "workers": "2", "core": core()}
+    assert value(samples, "kafkaupstream_runner_info", **info) == 1
     assert value(samples, "kafkaupstream_workers_accepting") == 2
     assert value(samples, "kafkaupstream_backpressure_refusals_total", reason="queue_full") is None
 
