@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Mapping, Sequence
 from json.encoder import encode_basestring_ascii
+from typing import Any
 
 from kafkaupstream.api import Answer
 from kafkaupstream.producers import (
@@ -36,22 +38,35 @@ class RequestError(Exception):
     """A request the plugin refuses; maps to exactly one error answer."""
 
     def __init__(
-        self, status: int, code: str, message: str, headers: tuple[tuple[str, str], ...] = ()
+        self,
+        status: int,
+        code: str,
+        message: str,
+        headers: tuple[tuple[str, str], ...] = (),
+        *,
+        details: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__(f"{status} {code}: {message}")
         self.status = status
         self.code = code
         self.message = message
         self.headers = headers
+        self.details = details
 
     def answer(self) -> Answer:
-        return error_answer(self.status, self.code, self.message, self.headers)
+        return error_answer(self.status, self.code, self.message, self.headers, self.details)
 
 
 def error_answer(
-    status: int, code: str, message: str, headers: tuple[tuple[str, str], ...] = ()
+    status: int,
+    code: str,
+    message: str,
+    headers: tuple[tuple[str, str], ...] = (),
+    details: Mapping[str, Any] | None = None,
 ) -> Answer:
-    body = json.dumps({"error": code, "message": message}, ensure_ascii=False)
+    """``{"error": code, "message": message}``, then ``details`` (machine-readable fields)."""
+    fields = {"error": code, "message": message, **(details or {})}
+    body = json.dumps(fields, ensure_ascii=False)
     return Answer(status, body.encode(), (_JSON, *headers))
 
 
@@ -99,6 +114,32 @@ TOO_MANY_IN_FLIGHT = error_answer(
 
 def bad_header(name: str, reason: str) -> RequestError:
     return RequestError(400, "invalid_header", f"header {name!r} {reason}")
+
+
+def unsupported_media_type() -> RequestError:
+    return RequestError(
+        415,
+        "unsupported_media_type",
+        "this route validates JSON bodies against a schema: send Content-Type: application/json",
+    )
+
+
+def schema_violation(found: Sequence[tuple[str, str]], record: int | None = None) -> RequestError:
+    """422 for a record that breaks the route's schema: (pointer, keyword) of each violation.
+
+    ``record`` is the record's index in a batch. Only pointers into the body and keyword names
+    are said, never the schema's values.
+    """
+    places = "; ".join(f"{where or '(the record)'}: {keyword}" for where, keyword in found)
+    which = "the body" if record is None else f"record {record}"
+    details: dict[str, Any] = {} if record is None else {"record": record}
+    details["violations"] = [{"pointer": where, "keyword": keyword} for where, keyword in found]
+    return RequestError(
+        422,
+        "schema_violation",
+        f"{which} does not match the route's schema ({places}); nothing was produced",
+        details=details,
+    )
 
 
 def route_config_invalid(field: str, reason: str) -> Answer:

@@ -18,6 +18,7 @@ import jmespath
 from jmespath.exceptions import JMESPathError
 from jmespath.parser import ParsedResult
 
+from kafkaupstream.plugin.schema import RouteSchema, SchemaError, compile_schema, pointer
 from kafkaupstream.producers import ConfigKey, ProducerConfigError, canonical_config, redact
 from kafkaupstream.producers.validation import check_producer_config
 
@@ -71,6 +72,7 @@ class RouteConfig:
     allowed_topics: tuple[str, ...] = ()
     forward_headers: tuple[str, ...] = ()
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    schema: RouteSchema | None = None
     _forward_exact: frozenset[str] = field(init=False, repr=False, compare=False)
     _forward_glob: re.Pattern[str] | None = field(init=False, repr=False, compare=False)
 
@@ -137,6 +139,7 @@ def _parse_route_config(value: str) -> RouteConfig:
         "allowed_topics": _string_list,
         "forward_headers": _header_globs,
         "max_body_bytes": _int_in(1, MAX_BODY_LIMIT),
+        "schema": _schema,
     }
     options = {name: parsers[name](name, raw) for name, raw in fields.items() if raw is not None}
     sync = options.get("delivery", "sync") == "sync"
@@ -265,6 +268,27 @@ def _headerprefix(name: str, raw: Any) -> str:
     return text.lower()
 
 
+def _schema(name: str, raw: Any) -> RouteSchema:
+    try:
+        return compile_schema(_plain(name, raw, []))
+    except SchemaError as exc:
+        raise RouteConfigError(name, str(exc)) from None
+
+
+def _plain(name: str, raw: Any, path: list[str | int]) -> Any:
+    """A parsed JSON value with its objects as dicts; a duplicate key is an error, never dropped."""
+    if not isinstance(raw, list):
+        return raw
+    if not isinstance(raw, _Pairs):  # a JSON array (an object is a _Pairs list)
+        return [_plain(name, item, [*path, i]) for i, item in enumerate(raw)]
+    out: dict[str, Any] = {}
+    for key, item in raw:
+        if key in out:
+            raise RouteConfigError(name, f"{pointer([*path, key])} is given more than once")
+        out[key] = _plain(name, item, [*path, key])
+    return out
+
+
 def _delivery(name: str, raw: Any) -> str:
     text = _string(name, raw).lower()
     if text not in ("sync", "async"):
@@ -311,6 +335,7 @@ _FIELD_NAMES: tuple[str, ...] = (
     "allowed_topics",
     "forward_headers",
     "max_body_bytes",
+    "schema",
 )
 
 
@@ -333,4 +358,6 @@ def describe(config: RouteConfig) -> Mapping[str, Any]:
         "allowed_topics": list(config.allowed_topics),
         "forward_headers": list(config.forward_headers),
         "max_body_bytes": config.max_body_bytes,
+        "schema": None if config.schema is None else config.schema.source,
+        "schema_draft": None if config.schema is None else config.schema.draft,
     }

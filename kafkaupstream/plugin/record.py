@@ -18,14 +18,22 @@ from fnmatch import fnmatchcase
 
 from jmespath.exceptions import JMESPathError
 
-from kafkaupstream.plugin.answers import RequestError, bad_header
+from kafkaupstream.plugin.answers import (
+    RequestError,
+    bad_header,
+    schema_violation,
+    unsupported_media_type,
+)
 from kafkaupstream.plugin.config import RouteConfig, is_legal_topic
 from kafkaupstream.plugin.jsonbody import InvalidJSON, compact, is_json_content_type, parse
+from kafkaupstream.plugin.schema import violations
 from kafkaupstream.producers import KafkaRecord
 from kafkaupstream.protocol import Entries
 
 _PARTITION = re.compile(r"^-?[0-9]{1,10}\Z")
 _CONTROL_CHARACTER = re.compile(r"[\x00-\x1f\x7f]")
+#: Stands for "the body was not parsed yet" (``None`` is a JSON body's value).
+_UNPARSED = object()
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,11 +72,14 @@ def route_request(config: RouteConfig, headers: Entries) -> Routing:
         if name == "content-type" and content_type is None:
             content_type = value
     header_key = found.get(key_header)
+    json_body = is_json_content_type(content_type)
+    if config.schema is not None and not json_body:
+        raise unsupported_media_type()
     return Routing(
         topic=_topic(config, found.get(topic_header)),
         partition=_partition(config, found.get(partition_header)),
         header_key=_raw(header_key) if header_key else None,
-        json_body=is_json_content_type(content_type),
+        json_body=json_body,
         record_headers=tuple(forwarded),
     )
 
@@ -90,9 +101,15 @@ def build_record(config: RouteConfig, routing: Routing, body: bytes) -> KafkaRec
             value = compact(body)
         except InvalidJSON as exc:
             raise RequestError(400, "invalid_json", f"the body is not valid JSON: {exc}") from None
+    document: object = _UNPARSED
+    if config.schema is not None:  # route_request let only JSON bodies through
+        document = parse(value)
+        found = violations(config.schema, document)
+        if found:
+            raise schema_violation([(v.pointer, v.keyword) for v in found])
     key = routing.header_key
     if key is None and routing.json_body and config.jsonkey is not None:
-        key = _json_key(config, value)
+        key = _json_key(config, parse(value) if document is _UNPARSED else document)
     if key is None:
         key = config.key
     return KafkaRecord(
@@ -129,10 +146,10 @@ def _partition(config: RouteConfig, header: str | None) -> int:
     return int(header)
 
 
-def _json_key(config: RouteConfig, value: bytes) -> bytes:
+def _json_key(config: RouteConfig, document: object) -> bytes:
     assert config.jsonkey is not None
     try:
-        found = config.jsonkey.search(parse(value))
+        found = config.jsonkey.search(document)
     except (JMESPathError, RecursionError):  # e.g. abs() of a string: a fault of the body
         raise RequestError(
             422,

@@ -1,0 +1,257 @@
+"""Route schemas as pure functions: compiling (what is refused and why), violations, answers."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from kafkaupstream.plugin.answers import RequestError
+from kafkaupstream.plugin.config import RouteConfigError, describe, parse_route_config
+from kafkaupstream.plugin.record import build_record, route_request
+from kafkaupstream.plugin.schema import (
+    MAX_POINTER_CHARS,
+    MAX_REPORTED,
+    SchemaError,
+    Violation,
+    compile_schema,
+    pointer,
+    violations,
+)
+from kafkaupstream.producers import KafkaRecord
+from kafkaupstream.protocol import TextEntry
+
+JSON = ("content-type", "application/json")
+USER = {
+    "type": "object",
+    "required": ["id"],
+    "properties": {
+        "id": {"type": "integer", "minimum": 1},
+        "name": {"type": "string", "pattern": "^[a-z]+$"},
+        "tags": {"type": "array", "items": {"type": "string"}},
+    },
+}
+
+
+def route(**fields: Any) -> Any:
+    fields.setdefault("config", {"bootstrap.servers": "127.0.0.1:9092"})
+    fields.setdefault("topic", "events")
+    return parse_route_config(json.dumps(fields))
+
+
+def config_error(**fields: Any) -> RouteConfigError:
+    with pytest.raises(RouteConfigError) as info:
+        route(**fields)
+    return info.value
+
+
+def record(config: Any, body: bytes, *headers: tuple[str, str]) -> KafkaRecord:
+    entries = tuple(TextEntry(name, value) for name, value in headers)
+    return build_record(config, route_request(config, entries), body)
+
+
+def refusal(config: Any, body: bytes, *headers: tuple[str, str]) -> RequestError:
+    with pytest.raises(RequestError) as info:
+        record(config, body, *headers)
+    return info.value
+
+
+# --- compiling ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "schema",
+    [
+        {"$ref": "https://schemas.example.com/user.json"},
+        {"$ref": "file:///etc/passwd"},
+        {"properties": {"a": {"$ref": "user.json"}}},
+        {"$id": "https://schemas.example.com/root", "$ref": "user.json"},
+        {"$schema": "https://schemas.example.com/meta"},
+    ],
+)
+def test_references_outside_the_schema_are_refused_never_fetched(schema: Any) -> None:
+    error = config_error(schema=schema)
+    assert error.field == "schema"
+    assert "nothing is fetched" in error.reason
+    assert "example.com" not in error.reason and "passwd" not in error.reason
+
+
+def test_references_inside_the_schema_resolve() -> None:
+    compiled = compile_schema({"$defs": {"id": {"type": "integer"}}, "$ref": "#/$defs/id"})
+    assert violations(compiled, 5) == ()
+    assert violations(compiled, "5") == (Violation("", "type"),)
+
+
+@pytest.mark.parametrize(
+    ("schema", "where"),
+    [
+        ({"properties": {"a": {"pattern": "(a)\\1"}}}, "/properties/a/pattern"),
+        ({"properties": {"a": {"pattern": "^(?=x)secret"}}}, "/properties/a/pattern"),
+        ({"patternProperties": {"(?<!x)secret": {}}}, "/patternProperties"),
+        ({"pattern": "("}, "/pattern"),
+    ],
+)
+def test_patterns_that_need_backtracking_are_configuration_errors(schema: Any, where: str) -> None:
+    error = config_error(schema=schema)
+    assert error.field == "schema"
+    assert f"at {where} " in error.reason and "linear-time" in error.reason
+    assert "secret" not in error.reason
+
+
+def test_an_invalid_schema_names_the_place_but_not_the_value() -> None:
+    error = config_error(schema={"properties": {"age": {"type": "integr"}}})
+    assert error.field == "schema"
+    assert "/properties/age/type" in error.reason
+    assert "integr" not in error.reason
+
+
+@pytest.mark.parametrize("schema", [5, "string", [], {"type": 5}])
+def test_a_schema_must_be_an_object_or_boolean(schema: Any) -> None:
+    assert config_error(schema=schema).field == "schema"
+
+
+def test_a_duplicate_key_in_the_schema_is_an_error() -> None:
+    value = '{"config": {"bootstrap.servers": "k:9092"}, "topic": "t", ' + (
+        '"schema": {"properties": {"a": {"type": "string", "type": "integer"}}}}'
+    )
+    with pytest.raises(RouteConfigError) as info:
+        parse_route_config(value)
+    assert info.value.field == "schema"
+    assert "/properties/a/type is given more than once" in info.value.reason
+
+
+def test_the_draft_comes_from_dollar_schema_and_defaults_to_2020_12() -> None:
+    assert compile_schema({}).draft == "2020-12"
+    assert compile_schema({"$schema": "http://json-schema.org/draft-07/schema#"}).draft == (
+        "draft-07"
+    )
+    assert compile_schema({"$schema": "http://json-schema.org/draft-04/schema#"}).draft == (
+        "draft-04"
+    )
+
+
+def test_format_is_an_annotation_for_every_draft() -> None:
+    for draft in ("http://json-schema.org/draft-07/schema#", None):
+        schema: dict[str, Any] = {"format": "email"}
+        if draft:
+            schema["$schema"] = draft
+        assert violations(compile_schema(schema), "not an email") == ()
+
+
+def test_describe_shows_the_schema_as_given() -> None:
+    effective = describe(route(schema=USER))
+    assert effective["schema"] == USER
+    assert effective["schema_draft"] == "2020-12"
+    assert describe(route())["schema"] is None
+
+
+# --- violations --------------------------------------------------------------------------------
+
+
+def test_violations_name_the_pointer_and_the_keyword() -> None:
+    found = violations(compile_schema(USER), {"id": 0, "name": "Ada", "tags": ["ok", 7]})
+    assert set(found) == {
+        Violation("/id", "minimum"),
+        Violation("/name", "pattern"),
+        Violation("/tags/1", "type"),
+    }
+
+
+def test_a_valid_record_has_no_violations() -> None:
+    assert violations(compile_schema(USER), {"id": 1, "name": "ada", "tags": []}) == ()
+
+
+def test_a_missing_property_is_reported_at_its_object() -> None:
+    assert violations(compile_schema(USER), {}) == (Violation("", "required"),)
+
+
+def test_at_most_a_few_violations_are_reported() -> None:
+    compiled = compile_schema({"type": "array", "items": {"type": "string"}})
+    assert len(violations(compiled, list(range(100)))) == MAX_REPORTED
+
+
+def test_pointers_escape_tilde_and_slash() -> None:
+    assert pointer(["a/b", "c~d", 3]) == "/a~1b/c~0d/3"
+
+
+def test_a_long_pointer_is_cut() -> None:
+    cut = pointer(["k" * 10_000])
+    assert len(cut) == MAX_POINTER_CHARS and cut.endswith("...")
+
+
+def test_integers_beyond_64_bits_validate_as_integers() -> None:
+    compiled = compile_schema({"type": "integer", "minimum": 0})
+    assert violations(compiled, 10**400) == ()
+    assert violations(compiled, -(10**400)) == (Violation("", "minimum"),)
+
+
+def test_deeply_nested_records_are_validated() -> None:
+    deep: Any = 1
+    for _ in range(10_000):
+        deep = [deep]
+    compiled = compile_schema({"items": {"$ref": "#"}, "type": ["array", "integer"]})
+    assert violations(compiled, deep) == ()
+
+
+# --- requests on a schema route ----------------------------------------------------------------
+
+
+def test_a_valid_body_is_produced_exactly_as_without_a_schema() -> None:
+    body = b'{ "id" : 1.50e1, "name": "ada",\n "tags": ["\\u00e9"] }'
+    with_schema = record(route(schema={"properties": {"id": {"type": "number"}}}), body, JSON)
+    assert with_schema.value == record(route(), body, JSON).value
+    assert with_schema.value == b'{"id":1.50e1,"name":"ada","tags":["\\u00e9"]}'
+
+
+def test_a_violation_is_422_with_pointer_and_keyword_never_schema_values() -> None:
+    error = refusal(route(schema=USER), b'{"id": 0, "name": "Ada"}', JSON)
+    assert (error.status, error.code) == (422, "schema_violation")
+    body = json.loads(error.answer().body)
+    assert body["error"] == "schema_violation"
+    assert sorted(body["violations"], key=lambda v: v["pointer"]) == [
+        {"pointer": "/id", "keyword": "minimum"},
+        {"pointer": "/name", "keyword": "pattern"},
+    ]
+    assert "record" not in body
+    assert "/id: minimum" in body["message"]
+    assert "^[a-z]+$" not in error.answer().body.decode()
+
+
+@pytest.mark.parametrize("content_type", [None, "text/plain", "application/x-www-form-urlencoded"])
+def test_a_schema_route_refuses_bodies_that_are_not_json_with_415(
+    content_type: str | None,
+) -> None:
+    headers = () if content_type is None else (("content-type", content_type),)
+    entries = tuple(TextEntry(name, value) for name, value in headers)
+    with pytest.raises(RequestError) as info:  # from the headers alone, before the body
+        route_request(route(schema=USER), entries)
+    assert (info.value.status, info.value.code) == (415, "unsupported_media_type")
+
+
+def test_a_schema_route_accepts_json_subtypes() -> None:
+    config = route(schema=USER)
+    produced = record(config, b'{"id": 3}', ("content-type", "application/vnd.user+json"))
+    assert produced.value == b'{"id":3}'
+
+
+def test_invalid_json_is_still_400_on_a_schema_route() -> None:
+    assert refusal(route(schema=USER), b'{"id": ', JSON).code == "invalid_json"
+
+
+def test_jsonkey_and_schema_share_one_parse_and_agree() -> None:
+    config = route(schema=USER, jsonkey="id")
+    assert record(config, b'{"id": 42}', JSON).key == b"42"
+    assert refusal(config, b'{"id": -1}', JSON).code == "schema_violation"
+
+
+def test_a_false_schema_refuses_every_record() -> None:
+    error = refusal(route(schema=False), b"{}", JSON)
+    assert json.loads(error.answer().body)["violations"] == [
+        {"pointer": "", "keyword": "falseSchema"}
+    ]
+
+
+def test_schema_errors_raise_schema_error_directly() -> None:
+    with pytest.raises(SchemaError):
+        compile_schema({"type": "nope"})
