@@ -16,6 +16,7 @@ from pathlib import Path
 
 from harness.bench.report import render
 from harness.bench.scenarios import (
+    BENCH_SCHEMA,
     ROOT,
     Row,
     Settings,
@@ -30,6 +31,7 @@ TOPICS = {
     "bench-async": 1,
     "bench-sync": 1,
     "bench-async-w2": 1,
+    "bench-async-schema": 1,
 }
 STOP_LABEL = "runner, stop plugin (echo_body: RPC + ExtraInfo, no Kafka)"
 
@@ -88,8 +90,18 @@ def run_bench(s: Settings) -> tuple[list[Row], dict[str, str]]:
                     partial(raw_produce_row, key, label, bootstrap, topic, extra, s, pid),
                 )
             )
-        for key, delivery, topic, config, workers, connections in (
-            ("c", "async", "bench-async", {"bootstrap.servers": bootstrap}, 1, s.connections),
+        for key, delivery, topic, config, workers, connections, schema in (
+            ("c", "async", "bench-async", {"bootstrap.servers": bootstrap}, 1, s.connections, None),
+            # c with every body validated against a schema (patterns and bounds).
+            (
+                "c-schema",
+                "async",
+                "bench-async-schema",
+                {"bootstrap.servers": bootstrap},
+                1,
+                s.connections,
+                BENCH_SCHEMA,
+            ),
             (
                 "d",
                 "sync",
@@ -97,6 +109,7 @@ def run_bench(s: Settings) -> tuple[list[Row], dict[str, str]]:
                 {"bootstrap.servers": bootstrap, "acks": "all"},
                 1,
                 s.sync_connections,
+                None,
             ),
             # Two workers split the connections: twice as many keep each one as busy.
             (
@@ -106,14 +119,19 @@ def run_bench(s: Settings) -> tuple[list[Row], dict[str, str]]:
                 {"bootstrap.servers": bootstrap},
                 2,
                 2 * s.connections,
+                None,
             ),
         ):
             label = (
                 f"runner, kafkaupstream {delivery}"
                 + (", acks=all" if delivery == "sync" else "")
+                + (", schema validation" if schema is not None else "")
                 + f", {workers} worker{'s' if workers > 1 else ''}, {connections} connections"
             )
-            conf = json.dumps({"config": config, "topic": topic, "delivery": delivery})
+            fields = {"config": config, "topic": topic, "delivery": delivery}
+            if schema is not None:
+                fields["schema"] = schema
+            conf = json.dumps(fields)
             rows.append(
                 guarded(
                     key,

@@ -19,6 +19,7 @@ RATIOS = (
     ("c", "b", "runner async vs raw produce"),
     ("d", "b-idem", "runner sync vs raw idempotent produce"),
     ("c-w2", "c", "runner async, 2 workers vs 1"),
+    ("c-schema", "c", "runner async with schema validation vs without"),
 )
 
 
@@ -90,6 +91,12 @@ def render(rows: Sequence[Row], facts: Mapping[str, str], cpus: int) -> str:
         "",
     ]
     lines += [f"- {row.key}: {saturation(row, cpus)}" for row in rows]
+    lines += ["", "Server CPU per answer (server cores / req/s):", ""]
+    lines += [
+        f"- {row.key}: {row.cpu['server'] / row.rate * 1e6:.1f} µs"
+        for row in rows
+        if row.rate and "server" in row.cpu and not row.error
+    ]
     notes = [f"- {row.key}: {note}" for row in rows for note in row.notes]
     if notes:
         lines += ["", "Notes:", "", *notes]

@@ -25,6 +25,19 @@ from harness.runner_process import RunnerProcess
 ROOT = Path(__file__).resolve().parents[2]
 
 
+#: The schema of the bench's row with validation on: what the load generator's JSON bodies
+#: (``{"id": "<run>-<n>", "pad": "xxx..."}``) must look like, patterns and bounds included.
+BENCH_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["id", "pad"],
+    "additionalProperties": False,
+    "properties": {
+        "id": {"type": "string", "pattern": "^[A-Za-z0-9_]+-[0-9]{10}$", "maxLength": 64},
+        "pad": {"type": "string", "pattern": "^x*$", "maxLength": 65536},
+    },
+}
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
     duration: float
