@@ -16,6 +16,20 @@ TOPICS: Mapping[str, int] = {TOPIC: 3, OTHER_TOPIC: 1}
 PATH = "/kafkaupstream"
 JSONKEY_PATH = "/kafkaupstream-jsonkey"
 JSONKEY = "user.id"
+SCHEMA_PATH = "/kafkaupstream-schema"
+#: The schema route's contract: a login or logout of a user with a positive integer id.
+SCHEMA: Mapping[str, Any] = {
+    "type": "object",
+    "required": ["user", "action"],
+    "properties": {
+        "user": {
+            "type": "object",
+            "required": ["id"],
+            "properties": {"id": {"type": "integer", "minimum": 1}},
+        },
+        "action": {"enum": ["login", "logout"]},
+    },
+}
 README_BODY = '{ "hello" : "world" }'
 
 
@@ -42,14 +56,16 @@ def _route(route_id: str, uri: str, conf: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def demo_routes(bootstrap: str) -> list[dict[str, Any]]:
-    """``/kafkaupstream``, and ``/kafkaupstream-jsonkey`` whose record key comes from the body.
+    """``/kafkaupstream``, ``/kafkaupstream-jsonkey`` whose record key comes from the body, and
+    ``/kafkaupstream-schema`` whose bodies must match :data:`SCHEMA`.
 
-    They are two routes because a jsonkey that finds nothing is a 422, and the README's first
-    example body has no key in it.
+    They are separate routes because a jsonkey that finds nothing is a 422, and the README's
+    first example body has no key in it (nor would it pass the schema).
     """
     return [
         _route("kafkaupstream", PATH, plugin_conf(bootstrap)),
         _route("kafkaupstream-jsonkey", JSONKEY_PATH, plugin_conf(bootstrap, jsonkey=JSONKEY)),
+        _route("kafkaupstream-schema", SCHEMA_PATH, plugin_conf(bootstrap, schema=SCHEMA)),
     ]
 
 
@@ -79,7 +95,7 @@ def _curl(url: str, *options: str) -> str:
 
 def curl_examples(base_url: str) -> list[Example]:
     """Commands for the generated routes, against the gateway at ``base_url``."""
-    url, keyed = base_url + PATH, base_url + JSONKEY_PATH
+    url, keyed, checked = base_url + PATH, base_url + JSONKEY_PATH, base_url + SCHEMA_PATH
     json_type = "-H 'content-type: application/json'"
     return [
         Example(
@@ -113,6 +129,14 @@ def curl_examples(base_url: str) -> list[Example]:
         Example(
             f"the record key from the body: jsonkey {JSONKEY!r} (a body without it gets 422)",
             _curl(keyed, json_type, """--data '{"user": {"id": "42"}, "action": "login"}'"""),
+        ),
+        Example(
+            "a body that matches the route's schema is produced as usual",
+            _curl(checked, json_type, """--data '{"user": {"id": 42}, "action": "login"}'"""),
+        ),
+        Example(
+            "one that breaks it: 422 schema_violation naming /user/id (type) and /action (enum)",
+            _curl(checked, json_type, """--data '{"user": {"id": "42"}, "action": "dance"}'"""),
         ),
     ]
 

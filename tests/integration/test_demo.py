@@ -162,6 +162,21 @@ def test_jsonkey_route_takes_the_key_from_the_body(demo: Demo) -> None:
     assert demo.record_at(response.json()).key == b"42"
 
 
+def test_schema_route_produces_a_valid_body_and_refuses_a_violation(demo: Demo) -> None:
+    valid = demo.post("/kafkaupstream-schema", '{"user": {"id": 42}, "action": "login"}', **JSON)
+    assert valid.status_code == 200, valid.text
+    assert demo.record_at(valid.json()).value == b'{"user":{"id":42},"action":"login"}'
+    since = len(demo.process.stdout)
+    refused = demo.post(
+        "/kafkaupstream-schema", '{"user": {"id": "42"}, "action": "dance"}', **JSON
+    )
+    assert refused.status_code == 422, refused.text
+    assert sorted(v["pointer"] for v in refused.json()["violations"]) == ["/action", "/user/id"]
+    demo.process.wait_for(
+        r"^http   POST /kafkaupstream-schema -> 422 .*schema_violation", since=since
+    )
+
+
 def test_invalid_json_is_refused_and_shown(demo: Demo) -> None:
     since = len(demo.process.stdout)
     response = demo.post("/kafkaupstream", '{"hello": ', **JSON)
@@ -175,7 +190,7 @@ def test_invalid_json_is_refused_and_shown(demo: Demo) -> None:
 @pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")
 def test_every_printed_curl_command_gets_the_answer_it_promises(demo: Demo) -> None:
     commands = [line.strip() for line in demo.process.stdout if line.startswith("  curl ")]
-    promised = [200, 200, 200, 400, 403, 200]
+    promised = [200, 200, 200, 400, 403, 200, 200, 422]
     assert len(commands) == len(promised), commands
     assert commands[0] == (
         "curl -X POST -H 'content-type: application/json' --data '{ \"hello\" : \"world\" }' "
