@@ -341,6 +341,7 @@ _FIELD_NAMES: tuple[str, ...] = (
 
 def describe(config: RouteConfig) -> Mapping[str, Any]:
     """The effective settings as plain JSON values, secrets redacted (for ``check-config``)."""
+    schema = config.schema
     return {
         "config": redact(config.producer_config),
         "topic": config.topic,
@@ -358,6 +359,7 @@ def describe(config: RouteConfig) -> Mapping[str, Any]:
         "allowed_topics": list(config.allowed_topics),
         "forward_headers": list(config.forward_headers),
         "max_body_bytes": config.max_body_bytes,
-        "schema": None if config.schema is None else config.schema.source,
-        "schema_draft": None if config.schema is None else config.schema.draft,
+        "schema": None if schema is None else schema.source,
+        "schema_draft": None if schema is None else schema.draft,
+        "schema_checks_per_value": None if schema is None else schema.checks_per_value,
     }

@@ -8,7 +8,9 @@ Validation is jsonschema-rs (Rust), chosen by measurement against fastjsonschema
 - ``pattern`` and ``patternProperties`` run on Rust's ``regex`` engine (finite automata, no
   backtracking: time linear in the input); a pattern it cannot run (look-around,
   back-references) is a configuration error rather than a backtracking fallback;
-- ``format`` is an annotation, as draft 2020-12 defines it by default, for every draft.
+- ``format`` is an annotation, as draft 2020-12 defines it by default, for every draft;
+- validation time is linear in the body: a schema whose references recurse, or that applies
+  too many subschemas to one value, is refused (``schema_cost.py``).
 
 What a violation reports is the JSON pointer into the body and the failing keyword: never the
 schema's own values (a pattern, an enum, a bound), and at most :data:`MAX_REPORTED` of them.
@@ -21,6 +23,8 @@ from itertools import islice
 from typing import Any, NoReturn
 
 import jsonschema_rs
+
+from kafkaupstream.plugin.schema_cost import CostError, checks_per_value
 
 #: Violations reported per record: enough to act on, short enough to never grow an answer.
 MAX_REPORTED = 3
@@ -55,6 +59,8 @@ class RouteSchema:
     source: Any
     draft: str
     validator: jsonschema_rs.Validator
+    #: The most subschemas that can apply to one value of a body: the bound on validation time.
+    checks_per_value: int
 
 
 def _refuse(uri: str) -> NoReturn:
@@ -74,7 +80,11 @@ def compile_schema(raw: Any) -> RouteSchema:
         )
     except jsonschema_rs.ValidationError as exc:
         raise SchemaError(_reason(exc)) from None
-    return RouteSchema(raw, _DRAFTS.get(type(validator), "2020-12"), validator)
+    try:
+        checks = checks_per_value(raw)
+    except CostError as exc:
+        raise SchemaError(str(exc)) from None
+    return RouteSchema(raw, _DRAFTS.get(type(validator), "2020-12"), validator, checks)
 
 
 def _reason(exc: jsonschema_rs.ValidationError) -> str:

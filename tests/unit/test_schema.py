@@ -19,6 +19,7 @@ from kafkaupstream.plugin.schema import (
     pointer,
     violations,
 )
+from kafkaupstream.plugin.schema_cost import MAX_CHECKS_PER_VALUE
 from kafkaupstream.producers import KafkaRecord
 from kafkaupstream.protocol import TextEntry
 
@@ -190,8 +191,70 @@ def test_deeply_nested_records_are_validated() -> None:
     deep: Any = 1
     for _ in range(10_000):
         deep = [deep]
-    compiled = compile_schema({"items": {"$ref": "#"}, "type": ["array", "integer"]})
+    compiled = compile_schema({"type": "array", "items": {"type": "array"}})
     assert violations(compiled, deep) == ()
+    assert violations(compiled, [deep, 1]) == (Violation("/1", "type"),)
+
+
+# --- the bound on validation time -------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "schema",
+    [
+        {"items": {"$ref": "#"}},
+        {"oneOf": [{"items": {"$ref": "#"}}, {"items": {"$ref": "#"}}]},
+        {
+            "$defs": {"n": {"properties": {"kids": {"items": {"$ref": "#/$defs/n"}}}}},
+            "$ref": "#/$defs/n",
+        },
+        {
+            "$defs": {"a": {"$ref": "#/$defs/b"}, "b": {"anyOf": [{"$ref": "#/$defs/a"}]}},
+            "$ref": "#/$defs/a",
+        },
+        {"$id": "https://s.example/root", "properties": {"x": {"$ref": "https://s.example/root"}}},
+    ],
+)
+def test_recursive_schemas_are_refused(schema: Any) -> None:
+    error = config_error(schema=schema)
+    assert error.field == "schema" and "recurses" in error.reason
+
+
+def test_dynamic_references_are_refused() -> None:
+    error = config_error(schema={"$dynamicAnchor": "n", "items": {"$dynamicRef": "#n"}})
+    assert "$dynamicRef" in error.reason
+
+
+def test_a_schema_that_multiplies_its_checks_is_refused_and_the_bound_is_reported() -> None:
+    def doubling(levels: int) -> dict[str, Any]:
+        defs: dict[str, Any] = {
+            f"d{i}": {"allOf": [{"$ref": f"#/$defs/d{i + 1}"}, {"$ref": f"#/$defs/d{i + 1}"}]}
+            for i in range(levels)
+        }
+        defs[f"d{levels}"] = {"type": "integer"}
+        return {"$defs": defs, "$ref": "#/$defs/d0"}
+
+    # d5 is 1 check; each d_i is itself, two $ref wrappers and twice d_i+1; the root adds one.
+    assert compile_schema(doubling(5)).checks_per_value == 1 + (2 ** (5 + 2) - 3)
+    error = config_error(schema=doubling(12))
+    assert f"more than {MAX_CHECKS_PER_VALUE} subschemas" in error.reason
+
+
+def test_references_shared_without_recursion_are_fine() -> None:
+    schema = {
+        "$defs": {"id": {"type": "integer", "minimum": 1}},
+        "properties": {"a": {"$ref": "#/$defs/id"}, "b": {"items": {"$ref": "#/$defs/id"}}},
+    }
+    compiled = compile_schema(schema)
+    assert compiled.checks_per_value == 2  # the $ref wrapper and its target
+    assert violations(compiled, {"a": 1, "b": [2, 0]}) == (Violation("/b/1", "minimum"),)
+
+
+def test_properties_of_one_object_count_once_per_value() -> None:
+    wide = {"properties": {f"p{i}": {"type": "string"} for i in range(5_000)}}
+    assert compile_schema(wide).checks_per_value == 1
+    overlapping = {"patternProperties": {f"^p{i}": {} for i in range(1_001)}}
+    assert "more than" in config_error(schema=overlapping).reason
 
 
 # --- requests on a schema route ----------------------------------------------------------------
