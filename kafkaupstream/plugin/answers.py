@@ -130,7 +130,7 @@ def schema_violation(found: Sequence[tuple[str, str]], record: int | None = None
     ``record`` is the record's index in a batch. Only pointers into the body and keyword names
     are said, never the schema's values.
     """
-    places = "; ".join(f"{where or '(the record)'}: {keyword}" for where, keyword in found)
+    places = "; ".join(f"{where or '(root)'}: {keyword}" for where, keyword in found)
     which = "the body" if record is None else f"record {record}"
     details: dict[str, Any] = {} if record is None else {"record": record}
     details["violations"] = [{"pointer": where, "keyword": keyword} for where, keyword in found]
