@@ -75,15 +75,7 @@ def route_request(config: RouteConfig, headers: Entries) -> Routing:
 
 def build_record(config: RouteConfig, routing: Routing, body: bytes) -> KafkaRecord:
     """Apply the body half (size, JSON, jsonkey); raises :class:`RequestError`."""
-    if not body:
-        # The original produced a null value here: a tombstone for whatever key applied.
-        raise RequestError(400, "empty_body", "the request has no body; send the record value")
-    if len(body) > config.max_body_bytes:
-        raise RequestError(
-            413,
-            "body_too_large",
-            f"the body has {len(body)} bytes; this route accepts at most {config.max_body_bytes}",
-        )
+    check_body(config, body)
     value = body
     if routing.json_body:
         try:
@@ -102,6 +94,19 @@ def build_record(config: RouteConfig, routing: Routing, body: bytes) -> KafkaRec
         partition=routing.partition,
         headers=routing.record_headers,
     )
+
+
+def check_body(config: RouteConfig, body: bytes) -> None:
+    """A body must exist and fit ``max_body_bytes`` (a batch's whole body, too)."""
+    if not body:
+        # The original produced a null value here: a tombstone for whatever key applied.
+        raise RequestError(400, "empty_body", "the request has no body; send the record value")
+    if len(body) > config.max_body_bytes:
+        raise RequestError(
+            413,
+            "body_too_large",
+            f"the body has {len(body)} bytes; this route accepts at most {config.max_body_bytes}",
+        )
 
 
 def _topic(config: RouteConfig, header: str | None) -> str:
