@@ -11,10 +11,13 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+import requests
 
 from harness.broker import EmbeddedBroker, free_port
 from harness.consume import ConsumedRecord
 from harness.fake_apisix import HTTPAnswer
+from harness.gateway import GatewayThread
+from harness.routes import config_from_admin_json
 from harness.runner_process import RunnerProcess
 
 from .conftest import ReadRecords
@@ -210,3 +213,40 @@ def test_async_backpressure_mid_batch_is_207_naming_the_queued_and_the_refused_r
     landed = read_records(topic, expected=3)
     assert [r.value for r in landed] == [compacted({"n": i}) for i in range(3)]
     assert len(read_records(topic, timeout=1.0)) == 3, "the refused records were never queued"
+
+
+def test_a_streamed_ndjson_batch_through_the_http_gateway_is_answered_207_multi_status(
+    runner: RunnerProcess, broker: EmbeddedBroker, new_topic: NewTopic, read_records: ReadRecords
+) -> None:
+    topic = new_topic(1)
+    value = route(
+        broker.bootstrap,
+        topic=topic,
+        batch="ndjson",
+        jsonkey="id",
+        config={"message.max.bytes": 2000},
+    )
+    routes = config_from_admin_json(
+        {
+            "uri": "/events",
+            "plugins": {
+                "ext-plugin-post-req": {"conf": [{"name": "kafkaupstream", "value": value}]}
+            },
+        }
+    )
+    lines = [b'{"id": "a"}\n', b'{"id": "b", "pad": "' + b"x" * 3000 + b'"}\n', b'{"id": "c"}\n']
+    with GatewayThread(routes, runner.socket_path) as gateway:
+        # A generator body: requests sends it chunked, as a client streaming its lines would.
+        answer = requests.post(
+            gateway.url + "/events",
+            data=iter(lines),
+            headers={"Content-Type": "application/x-ndjson"},
+            timeout=15,
+        )
+    assert (answer.status_code, answer.reason) == (207, "Multi-Status"), answer.text
+    body = answer.json()
+    assert (body["delivered"], body["failed"]) == (2, 1)
+    assert body["records"][1]["error"] == "body_too_large"
+    landed = read_records(topic, expected=2)
+    assert [(r.key, r.value) for r in landed] == [(b"a", b'{"id":"a"}'), (b"c", b'{"id":"c"}')]
+    assert [r.offset for r in landed] == [e["offset"] for e in body["records"] if "offset" in e]
