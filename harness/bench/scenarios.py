@@ -138,8 +138,8 @@ def row_from_summary(key: str, label: str, summary: Mapping[str, Any], records: 
     if (broker := summary.get("broker")) is not None:
         row.notes.append(
             f"broker holds {broker['confirmed']:,} of the run's ids for {broker['expected']:,} "
-            f"accepted answers ({broker['missing']:,} missing, {broker['duplicates']:,} "
-            "duplicates)"
+            f"accepted {'answers' if records == 1 else 'records'} ({broker['missing']:,} "
+            f"missing, {broker['duplicates']:,} duplicates)"
         )
     return row
 
