@@ -90,8 +90,9 @@ def run_bench(s: Settings) -> tuple[list[Row], dict[str, str]]:
                     partial(raw_produce_row, key, label, bootstrap, topic, extra, s, pid),
                 )
             )
-        for key, delivery, topic, config, workers, connections in (
-            ("c", "async", "bench-async", {"bootstrap.servers": bootstrap}, 1, s.connections),
+        one, n = 1, s.batch_records  # records a request
+        for key, delivery, topic, config, workers, connections, records in (
+            ("c", "async", "bench-async", {"bootstrap.servers": bootstrap}, 1, s.connections, one),
             (
                 "d",
                 "sync",
@@ -99,6 +100,7 @@ def run_bench(s: Settings) -> tuple[list[Row], dict[str, str]]:
                 {"bootstrap.servers": bootstrap, "acks": "all"},
                 1,
                 s.sync_connections,
+                one,
             ),
             # Two workers split the connections: twice as many keep each one as busy.
             (
@@ -108,14 +110,37 @@ def run_bench(s: Settings) -> tuple[list[Row], dict[str, str]]:
                 {"bootstrap.servers": bootstrap},
                 2,
                 2 * s.connections,
+                one,
+            ),
+            (
+                "e",
+                "async",
+                "bench-batch-async",
+                {"bootstrap.servers": bootstrap},
+                1,
+                s.connections,
+                n,
+            ),
+            (
+                "f",
+                "sync",
+                "bench-batch-sync",
+                {"bootstrap.servers": bootstrap, "acks": "all"},
+                1,
+                s.connections,
+                n,
             ),
         ):
+            batches = f" NDJSON batches of {records} x {s.record_size} B" if records > 1 else ""
             label = (
-                f"runner, kafkaupstream {delivery}"
+                f"runner, kafkaupstream {delivery}{batches}"
                 + (", acks=all" if delivery == "sync" else "")
                 + f", {workers} worker{'s' if workers > 1 else ''}, {connections} connections"
+                + (" (records/s)" if records > 1 else "")
             )
-            conf = json.dumps({"config": config, "topic": topic, "delivery": delivery})
+            fields: dict[str, object] = {"config": config, "topic": topic, "delivery": delivery}
+            if records > 1:
+                fields.update(batch="ndjson", max_batch_records=records)
             rows.append(
                 guarded(
                     key,
@@ -126,47 +151,11 @@ def run_bench(s: Settings) -> tuple[list[Row], dict[str, str]]:
                         label,
                         ["--workers", str(workers)],
                         "kafkaupstream",
-                        conf,
+                        json.dumps(fields),
                         replace(s, connections=connections),
                         pid,
                         (bootstrap, topic),
-                    ),
-                )
-            )
-        for key, delivery, topic, config in (
-            ("e", "async", "bench-batch-async", {"bootstrap.servers": bootstrap}),
-            ("f", "sync", "bench-batch-sync", {"bootstrap.servers": bootstrap, "acks": "all"}),
-        ):
-            label = (
-                f"runner, kafkaupstream {delivery} NDJSON batches of {s.batch_records} x "
-                f"{s.record_size} B"
-                + (", acks=all" if delivery == "sync" else "")
-                + f", 1 worker, {s.connections} connections (records/s)"
-            )
-            conf = json.dumps(
-                {
-                    "config": config,
-                    "topic": topic,
-                    "delivery": delivery,
-                    "batch": "ndjson",
-                    "max_batch_records": s.batch_records,
-                }
-            )
-            rows.append(
-                guarded(
-                    key,
-                    label,
-                    partial(
-                        runner_row,
-                        key,
-                        label,
-                        ["--workers", "1"],
-                        "kafkaupstream",
-                        conf,
-                        s,
-                        pid,
-                        (bootstrap, topic),
-                        s.batch_records,
+                        records,
                     ),
                 )
             )

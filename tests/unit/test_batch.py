@@ -283,3 +283,34 @@ def test_batch_bodies_are_valid_json_for_any_topic(topic: str, spots: list[tuple
     body = answer_json(batch_answer(topic, outcomes, sync=True, timeout_ms=5000))
     assert body["topic"] == topic
     assert [(r["partition"], r["offset"]) for r in body["records"][:-1]] == spots
+
+
+BATCH_ERRORS = {
+    (400, "invalid_json"),
+    (400, "empty_body"),
+    (413, "body_too_large"),
+    (413, "too_many_records"),
+    (422, "key_not_found"),
+}
+json_ish = st.lists(
+    st.sampled_from([b"[", b"]", b"{", b"}", b",", b":", b'"', b"\\", b"\n", b" ", b"1", b'"a"']),
+    max_size=40,
+).map(b"".join)
+
+
+@given(st.sampled_from(["ndjson", "json-array"]), st.one_of(json_ish, st.binary(max_size=60)))
+def test_any_batch_body_gives_its_records_or_a_documented_refusal(fmt: str, body: bytes) -> None:
+    config = route(batch=fmt, jsonkey="a", max_batch_records=4, max_body_bytes=50)
+    try:
+        records = batch(config, body, JSON)
+    except RecordError as exc:
+        assert (exc.status, exc.code) in BATCH_ERRORS
+        assert 0 <= exc.index <= 4
+        return
+    except RequestError as exc:
+        assert (exc.status, exc.code) in BATCH_ERRORS
+        return
+    assert 1 <= len(records) <= 4
+    for record in records:
+        assert record.value is not None and compact(record.value) == record.value
+        assert record.key is not None
