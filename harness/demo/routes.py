@@ -30,6 +30,12 @@ SCHEMA: Mapping[str, Any] = {
         "action": {"enum": ["login", "logout"]},
     },
 }
+BATCH_PATH = "/kafkaupstream-batch"
+#: The batch example's records, one JSON text a line (NDJSON).
+BATCH_LINES = (
+    '{"user": {"id": "1"}, "action": "login"}',
+    '{"user": {"id": "2"}, "action": "logout"}',
+)
 README_BODY = '{ "hello" : "world" }'
 
 
@@ -57,15 +63,21 @@ def _route(route_id: str, uri: str, conf: Mapping[str, Any]) -> dict[str, Any]:
 
 def demo_routes(bootstrap: str) -> list[dict[str, Any]]:
     """``/kafkaupstream``, ``/kafkaupstream-jsonkey`` whose record key comes from the body, and
-    ``/kafkaupstream-schema`` whose bodies must match :data:`SCHEMA`.
+    ``/kafkaupstream-schema`` whose bodies must match :data:`SCHEMA`, and ``/kafkaupstream-batch``
+    whose NDJSON body holds many records, each keyed from its line.
 
-    They are separate routes because a jsonkey that finds nothing is a 422, and the README's
+    The first two are apart because a jsonkey that finds nothing is a 422, and the README's
     first example body has no key in it (nor would it pass the schema).
     """
     return [
         _route("kafkaupstream", PATH, plugin_conf(bootstrap)),
         _route("kafkaupstream-jsonkey", JSONKEY_PATH, plugin_conf(bootstrap, jsonkey=JSONKEY)),
         _route("kafkaupstream-schema", SCHEMA_PATH, plugin_conf(bootstrap, schema=SCHEMA)),
+        _route(
+            "kafkaupstream-batch",
+            BATCH_PATH,
+            plugin_conf(bootstrap, jsonkey=JSONKEY, batch="ndjson"),
+        ),
     ]
 
 
@@ -94,8 +106,9 @@ def _curl(url: str, *options: str) -> str:
 
 
 def curl_examples(base_url: str) -> list[Example]:
-    """Commands for the generated routes, against the gateway at ``base_url``."""
-    url, keyed, checked = base_url + PATH, base_url + JSONKEY_PATH, base_url + SCHEMA_PATH
+    """Commands for the generated routes, against the gateway at ``base_url`` (POSIX shell)."""
+    url, keyed, batch = base_url + PATH, base_url + JSONKEY_PATH, base_url + BATCH_PATH
+    checked = base_url + SCHEMA_PATH
     json_type = "-H 'content-type: application/json'"
     return [
         Example(
@@ -137,6 +150,14 @@ def curl_examples(base_url: str) -> list[Example]:
         Example(
             "one that breaks it: 422 schema_violation naming /user/id (type) and /action (enum)",
             _curl(checked, json_type, """--data '{"user": {"id": "42"}, "action": "dance"}'"""),
+        ),
+        Example(
+            "a batch: one record per NDJSON line, each keyed by its user.id; the answer lists "
+            "every record's partition and offset (--data-binary keeps the newlines)",
+            "printf '%s\\n' "
+            + " ".join(f"'{line}'" for line in BATCH_LINES)
+            + " | "
+            + _curl(batch, "-H 'content-type: application/x-ndjson'", "--data-binary @-"),
         ),
     ]
 

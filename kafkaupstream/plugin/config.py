@@ -31,6 +31,11 @@ DEFAULT_MAX_BODY_BYTES = 1_048_576
 #: vector length) and pads the body to 4 bytes. Above it APISIX answers 503 itself, so a larger
 #: limit would promise what the runner never sees.
 MAX_BODY_LIMIT = 16_777_188
+#: Batch formats: JSON Lines (one JSON text per line) or one JSON array of records.
+BATCH_FORMATS = ("ndjson", "json-array")
+DEFAULT_MAX_BATCH_RECORDS = 1_000
+#: A bound on the bound: every record of a batch holds memory and a delivery report until answered.
+MAX_BATCH_RECORDS_LIMIT = 100_000
 #: Kafka's rule for topic names (legal characters, at most 249 of them, not "." or "..").
 _TOPIC_NAME = re.compile(r"^[A-Za-z0-9._-]{1,249}\Z")
 #: RFC 9110 token characters: what an HTTP header name may contain.
@@ -72,6 +77,9 @@ class RouteConfig:
     allowed_topics: tuple[str, ...] = ()
     forward_headers: tuple[str, ...] = ()
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    #: None: one record per request; else the body's batch format (:data:`BATCH_FORMATS`).
+    batch: str | None = None
+    max_batch_records: int = DEFAULT_MAX_BATCH_RECORDS
     schema: RouteSchema | None = None
     _forward_exact: frozenset[str] = field(init=False, repr=False, compare=False)
     _forward_glob: re.Pattern[str] | None = field(init=False, repr=False, compare=False)
@@ -139,9 +147,13 @@ def _parse_route_config(value: str) -> RouteConfig:
         "allowed_topics": _string_list,
         "forward_headers": _header_globs,
         "max_body_bytes": _int_in(1, MAX_BODY_LIMIT),
+        "batch": _batch,
+        "max_batch_records": _int_in(1, MAX_BATCH_RECORDS_LIMIT),
         "schema": _schema,
     }
     options = {name: parsers[name](name, raw) for name, raw in fields.items() if raw is not None}
+    if "max_batch_records" in options and "batch" not in options:
+        raise RouteConfigError("max_batch_records", "only applies to batch routes (set batch)")
     sync = options.get("delivery", "sync") == "sync"
     config = RouteConfig(producer_config=_producer_config(raw_producer_config, sync), **options)
     if config.topic is None and not config.allowed_topics:
@@ -296,6 +308,13 @@ def _delivery(name: str, raw: Any) -> str:
     return text
 
 
+def _batch(name: str, raw: Any) -> str:
+    text = _string(name, raw).lower()
+    if text not in BATCH_FORMATS:
+        raise RouteConfigError(name, "must be 'ndjson' or 'json-array' (or null: one record)")
+    return text
+
+
 def _int_in(low: int, high: int) -> Callable[[str, Any], int]:
     def parse(name: str, raw: Any) -> int:
         if isinstance(raw, bool) or not isinstance(raw, int):
@@ -335,6 +354,8 @@ _FIELD_NAMES: tuple[str, ...] = (
     "allowed_topics",
     "forward_headers",
     "max_body_bytes",
+    "batch",
+    "max_batch_records",
     "schema",
 )
 
@@ -359,6 +380,8 @@ def describe(config: RouteConfig) -> Mapping[str, Any]:
         "allowed_topics": list(config.allowed_topics),
         "forward_headers": list(config.forward_headers),
         "max_body_bytes": config.max_body_bytes,
+        "batch": config.batch,
+        "max_batch_records": config.max_batch_records if config.batch else None,
         "schema": None if schema is None else schema.source,
         "schema_draft": None if schema is None else schema.draft,
         "schema_checks_per_value": None if schema is None else schema.checks_per_value,

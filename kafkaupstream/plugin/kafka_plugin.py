@@ -26,11 +26,13 @@ from kafkaupstream.plugin.answers import (
     SHUTTING_DOWN,
     TOO_MANY_IN_FLIGHT,
     RequestError,
+    batch_answer,
     outcome_answer,
 )
 from kafkaupstream.plugin.answers import route_config_invalid as config_invalid_answer
+from kafkaupstream.plugin.batch import build_batch, check_content_type
 from kafkaupstream.plugin.config import RouteConfig, RouteConfigError, parse_route_config
-from kafkaupstream.plugin.record import build_record, route_request
+from kafkaupstream.plugin.record import Routing, build_record, route_request
 from kafkaupstream.producers import (
     Backpressure,
     ProducerClosedError,
@@ -106,6 +108,8 @@ class KafkaUpstreamPlugin(Plugin):
         config: RouteConfig = state
         try:
             routing = route_request(config, request.headers)
+            if config.batch is not None:
+                check_content_type(config, request.headers)
         except RequestError as exc:
             log_event(log, logging.DEBUG, "request_refused", status=exc.status, error=exc.code)
             return exc.answer()
@@ -116,6 +120,8 @@ class KafkaUpstreamPlugin(Plugin):
         # (its body, its record, a wait on the delivery report) is what the cap bounds.
         self._in_flight += 1
         try:
+            if config.batch is not None:
+                return await self._handle_batch(config, routing, request)
             try:
                 body = await request.body()
                 if len(body) > _OFF_LOOP_BYTES:
@@ -140,6 +146,36 @@ class KafkaUpstreamPlugin(Plugin):
             return outcome_answer(outcome, config.timeout_ms)
         finally:
             self._in_flight -= 1
+
+    async def _handle_batch(
+        self, config: RouteConfig, routing: Routing, request: HTTPRequest
+    ) -> Answer:
+        """A batch route's request: every record built before any is produced, one answer."""
+        try:
+            body = await request.body()
+            if len(body) > _OFF_LOOP_BYTES:
+                records = await asyncio.to_thread(build_batch, config, routing, body)
+            else:
+                records = build_batch(config, routing, body)
+        except RequestError as exc:
+            log_event(log, logging.DEBUG, "request_refused", status=exc.status, error=exc.code)
+            return exc.answer()
+        try:
+            producer = self.pool.get_canonical(config.producer_config)
+            outcomes = await producer.produce_all(
+                records, wait=config.sync, timeout=config.timeout_ms / 1000
+            )
+        except ProducerConfigError as exc:
+            log_event(log, logging.ERROR, "producer_refused", cause=str(exc))
+            return config_invalid_answer("config", "librdkafka refused it (see the runner log)")
+        except ProducerClosedError:
+            return SHUTTING_DOWN
+        answer = batch_answer(
+            routing.topic, outcomes, sync=config.sync, timeout_ms=config.timeout_ms
+        )
+        if answer.status == 503 and type(outcomes[0]) is Backpressure:
+            self.refused_queue_full += 1
+        return answer
 
     def _refuse_over_cap(self) -> None:
         # One warning per interval with the number refused since the last one, not one per

@@ -73,8 +73,8 @@ def route_request(config: RouteConfig, headers: Entries) -> Routing:
             content_type = value
     header_key = found.get(key_header)
     json_body = is_json_content_type(content_type)
-    if config.schema is not None and not json_body:
-        raise unsupported_media_type()
+    if config.schema is not None and config.batch is None and not json_body:
+        raise unsupported_media_type()  # batch routes check their own content types
     return Routing(
         topic=_topic(config, found.get(topic_header)),
         partition=_partition(config, found.get(partition_header)),
@@ -86,15 +86,7 @@ def route_request(config: RouteConfig, headers: Entries) -> Routing:
 
 def build_record(config: RouteConfig, routing: Routing, body: bytes) -> KafkaRecord:
     """Apply the body half (size, JSON, jsonkey); raises :class:`RequestError`."""
-    if not body:
-        # The original produced a null value here: a tombstone for whatever key applied.
-        raise RequestError(400, "empty_body", "the request has no body; send the record value")
-    if len(body) > config.max_body_bytes:
-        raise RequestError(
-            413,
-            "body_too_large",
-            f"the body has {len(body)} bytes; this route accepts at most {config.max_body_bytes}",
-        )
+    check_body(config, body)
     value = body
     if routing.json_body:
         try:
@@ -102,7 +94,7 @@ def build_record(config: RouteConfig, routing: Routing, body: bytes) -> KafkaRec
         except InvalidJSON as exc:
             raise RequestError(400, "invalid_json", f"the body is not valid JSON: {exc}") from None
     document: object = _UNPARSED
-    if config.schema is not None:  # route_request let only JSON bodies through
+    if config.schema is not None:  # only JSON gets here: single bodies by type, batch records
         document = parse(value)
         found = violations(config.schema, document)
         if found:
@@ -119,6 +111,19 @@ def build_record(config: RouteConfig, routing: Routing, body: bytes) -> KafkaRec
         partition=routing.partition,
         headers=routing.record_headers,
     )
+
+
+def check_body(config: RouteConfig, body: bytes) -> None:
+    """A body must exist and fit ``max_body_bytes`` (a batch's whole body, too)."""
+    if not body:
+        # The original produced a null value here: a tombstone for whatever key applied.
+        raise RequestError(400, "empty_body", "the request has no body; send the record value")
+    if len(body) > config.max_body_bytes:
+        raise RequestError(
+            413,
+            "body_too_large",
+            f"the body has {len(body)} bytes; this route accepts at most {config.max_body_bytes}",
+        )
 
 
 def _topic(config: RouteConfig, header: str | None) -> str:

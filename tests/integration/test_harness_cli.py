@@ -78,6 +78,7 @@ def test_print_routes_is_an_apisix_yaml_for_the_given_broker(tmp_path: Path) -> 
         ("/kafkaupstream",),
         ("/kafkaupstream-jsonkey",),
         ("/kafkaupstream-schema",),
+        ("/kafkaupstream-batch",),
     ]
     for route in config.routes:
         assert route.pre_req is not None and route.pre_req.conf is not None

@@ -236,3 +236,69 @@ def test_the_bench_row_with_validation_on_produces_every_accepted_record(
     assert row.error == "", row.error
     assert row.answers.startswith("200: ") and "422" not in row.answers, row.answers
     assert row.notes and "(0 missing, 0 duplicates)" in row.notes[0], row.notes
+
+
+@pytest.mark.parametrize("batch", ["ndjson", "json-array"])
+def test_every_record_of_a_batch_is_validated_and_lands_byte_for_byte(
+    runner: RunnerProcess,
+    broker: EmbeddedBroker,
+    new_topic: NewTopic,
+    read_records: ReadRecords,
+    batch: str,
+) -> None:
+    topic = new_topic(1)
+    value = route(broker.bootstrap, topic=topic, schema=USER, batch=batch, jsonkey="action")
+    records = [b'{ "id" : 1 , "action" : "login" }', b'{"id": 2.0e0, "action": "logout"}']
+    if batch == "ndjson":
+        body, content_type = b"\n".join(records) + b"\n", ("Content-Type", "application/x-ndjson")
+    else:
+        body, content_type = (
+            b"[ " + b" ,\n ".join(records) + b" ]",
+            ("Content-Type", "application/json"),
+        )
+    answer = run(_post(runner, value, body, [content_type]))
+    assert answer.status == 200, answer.body
+    entries = json.loads(answer.body)["records"]
+    landed = read_records(topic, expected=2)
+    assert [(r.offset, r.key, r.value) for r in landed] == [
+        (entries[0]["offset"], b"login", b'{"id":1,"action":"login"}'),
+        (entries[1]["offset"], b"logout", b'{"id":2.0e0,"action":"logout"}'),
+    ]
+
+
+@pytest.mark.parametrize("batch", ["ndjson", "json-array"])
+def test_a_record_that_breaks_the_schema_refuses_the_batch_naming_its_index(
+    runner: RunnerProcess,
+    broker: EmbeddedBroker,
+    new_topic: NewTopic,
+    read_records: ReadRecords,
+    batch: str,
+) -> None:
+    topic = new_topic(1)
+    value = route(broker.bootstrap, topic=topic, schema=USER, batch=batch)
+    docs = [{"id": 1, "action": "login"}, {"id": 2, "action": "logout"}, {"id": 3, "tags": [1]}]
+    if batch == "ndjson":
+        body = b"".join(json.dumps(d).encode() + b"\n" for d in docs)
+        headers = [("Content-Type", "application/x-ndjson")]
+    else:
+        body, headers = json.dumps(docs).encode(), [("Content-Type", "application/json")]
+    parsed = assert_error(run(_post(runner, value, body, headers)), 422, "schema_violation")
+    assert parsed["record"] == 2
+    assert parsed["message"].startswith("record 2: ")
+    assert sorted(parsed["violations"], key=lambda v: v["pointer"]) == [
+        {"pointer": "", "keyword": "required"},
+        {"pointer": "/tags/0", "keyword": "type"},
+    ]
+    assert read_records(topic, timeout=0.5) == []
+
+
+def test_a_batch_route_with_a_schema_keeps_its_content_types(
+    runner: RunnerProcess, broker: EmbeddedBroker, new_topic: NewTopic
+) -> None:
+    value = route(broker.bootstrap, topic=new_topic(1), schema=USER, batch="ndjson")
+    body = b'{"id": 1, "action": "login"}\n'
+    for content_type in ("application/x-ndjson", "application/jsonl", "application/json"):
+        answer = run(_post(runner, value, body, [("Content-Type", content_type)]))
+        assert answer.status == 200, (content_type, answer.body)
+    refused = run(_post(runner, value, body, [("Content-Type", "text/plain")]))
+    assert_error(refused, 415, "unsupported_media_type")

@@ -318,3 +318,17 @@ def test_a_false_schema_refuses_every_record() -> None:
 def test_schema_errors_raise_schema_error_directly() -> None:
     with pytest.raises(SchemaError):
         compile_schema({"type": "nope"})
+
+
+def test_a_batch_record_that_breaks_the_schema_is_named_by_its_index() -> None:
+    from kafkaupstream.plugin.batch import build_batch
+
+    config = route(schema=USER, batch="ndjson")
+    routing = route_request(config, (TextEntry("content-type", "application/x-ndjson"),))
+    body = b'{"id": 1}\n{"id": 2}\n{"id": 0}\n'
+    with pytest.raises(RequestError) as info:
+        build_batch(config, routing, body)
+    answer = json.loads(info.value.answer().body)
+    assert (answer["error"], answer["record"]) == ("schema_violation", 2)
+    assert answer["violations"] == [{"pointer": "/id", "keyword": "minimum"}]
+    assert [r.value for r in build_batch(config, routing, body[:20])] == [b'{"id":1}', b'{"id":2}']
