@@ -96,12 +96,6 @@ def render(rows: Sequence[Row], facts: Mapping[str, str], cpus: int) -> str:
         "",
     ]
     lines += [f"- {row.key}: {saturation(row, cpus)}" for row in rows]
-    lines += ["", "Server CPU per answer (server cores / req/s):", ""]
-    lines += [
-        f"- {row.key}: {row.cpu['server'] / row.rate * 1e6:.1f} µs"
-        for row in rows
-        if row.rate and "server" in row.cpu and not row.error
-    ]
     notes = [f"- {row.key}: {note}" for row in rows for note in row.notes]
     if notes:
         lines += ["", "Notes:", "", *notes]
