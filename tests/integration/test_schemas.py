@@ -76,12 +76,9 @@ def test_a_violation_is_422_naming_pointer_and_keyword_and_nothing_is_produced(
 ) -> None:
     topic = new_topic(1)
     value = route(broker.bootstrap, topic=topic, schema=USER)
-    body = json.dumps({"id": 0, "action": "login", "tags": ["a", 2]}).encode()
+    body = json.dumps({"id": 1, "action": "login", "tags": ["a", 2]}).encode()
     parsed = assert_error(send(runner, value, body), 422, "schema_violation")
-    assert sorted(parsed["violations"], key=lambda v: v["pointer"]) == [
-        {"pointer": "/id", "keyword": "minimum"},
-        {"pointer": "/tags/1", "keyword": "type"},
-    ]
+    assert parsed["violations"] == [{"pointer": "/tags/1", "keyword": "type"}]
     assert "record" not in parsed
     missing = assert_error(send(runner, value, b'{"id": 3}'), 422, "schema_violation")
     assert missing["violations"] == [{"pointer": "", "keyword": "required"}]
@@ -276,7 +273,11 @@ def test_a_record_that_breaks_the_schema_refuses_the_batch_naming_its_index(
 ) -> None:
     topic = new_topic(1)
     value = route(broker.bootstrap, topic=topic, schema=USER, batch=batch)
-    docs = [{"id": 1, "action": "login"}, {"id": 2, "action": "logout"}, {"id": 3, "tags": [1]}]
+    docs = [
+        {"id": 1, "action": "login"},
+        {"id": 2, "action": "logout"},
+        {"id": 0, "action": "login"},
+    ]
     if batch == "ndjson":
         body = b"".join(json.dumps(d).encode() + b"\n" for d in docs)
         headers = [("Content-Type", "application/x-ndjson")]
@@ -285,10 +286,7 @@ def test_a_record_that_breaks_the_schema_refuses_the_batch_naming_its_index(
     parsed = assert_error(run(_post(runner, value, body, headers)), 422, "schema_violation")
     assert parsed["record"] == 2
     assert parsed["message"].startswith("record 2: ")
-    assert sorted(parsed["violations"], key=lambda v: v["pointer"]) == [
-        {"pointer": "", "keyword": "required"},
-        {"pointer": "/tags/0", "keyword": "type"},
-    ]
+    assert parsed["violations"] == [{"pointer": "/id", "keyword": "minimum"}]
     assert read_records(topic, timeout=0.5) == []
 
 
