@@ -19,6 +19,7 @@ from jmespath.exceptions import JMESPathError
 from jmespath.parser import ParsedResult
 
 from kafkaupstream.plugin.schema import RouteSchema, SchemaError, compile_schema, pointer
+from kafkaupstream.plugin.schema_cost import MAX_VALIDATION_WORK
 from kafkaupstream.producers import ConfigKey, ProducerConfigError, canonical_config, redact
 from kafkaupstream.producers.validation import check_producer_config
 
@@ -160,7 +161,21 @@ def _parse_route_config(value: str) -> RouteConfig:
         raise RouteConfigError(
             "topic", "required (or list allowed_topics so that the topic header can choose one)"
         )
+    if config.schema is not None:
+        _check_validation_work(config.schema, config.max_body_bytes)
     return config
+
+
+def _check_validation_work(schema: RouteSchema, max_body_bytes: int) -> None:
+    """Refuse a schema whose worst body (``max_body_bytes`` of values) would hold the worker."""
+    checks = schema.checks_per_value
+    if checks * max_body_bytes > MAX_VALIDATION_WORK:
+        raise RouteConfigError(
+            "schema",
+            f"applies up to {checks} subschemas to one value of a body, too many for bodies of "
+            f"max_body_bytes: lower max_body_bytes to {MAX_VALIDATION_WORK // checks} or less, "
+            "or simplify the schema",
+        )
 
 
 def _fields(value: str) -> dict[str, Any]:

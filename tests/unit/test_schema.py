@@ -18,7 +18,7 @@ from kafkaupstream.plugin.schema import (
     pointer,
     violations,
 )
-from kafkaupstream.plugin.schema_cost import MAX_CHECKS_PER_VALUE
+from kafkaupstream.plugin.schema_cost import MAX_CHECKS_PER_VALUE, MAX_VALIDATION_WORK
 from kafkaupstream.producers import KafkaRecord
 from kafkaupstream.protocol import TextEntry
 
@@ -335,3 +335,13 @@ def test_a_batch_record_that_breaks_the_schema_is_named_by_its_index() -> None:
     assert (answer["error"], answer["record"]) == ("schema_violation", 2)
     assert answer["violations"] == [{"pointer": "/id", "keyword": "minimum"}]
     assert [r.value for r in build_batch(config, routing, body[:20])] == [b'{"id":1}', b'{"id":2}']
+
+
+def test_max_body_bytes_times_checks_per_value_is_bounded() -> None:
+    branches = [{"type": "integer", "minimum": 0} for _ in range(31)]
+    schema = {"type": "array", "items": {"allOf": branches}}  # 32 subschemas per item
+    error = config_error(schema=schema)  # with the default max_body_bytes, 1 MiB
+    assert error.field == "schema"
+    limit = MAX_VALIDATION_WORK // 32
+    assert f"lower max_body_bytes to {limit} or less" in error.reason
+    assert route(schema=schema, max_body_bytes=limit).schema is not None
