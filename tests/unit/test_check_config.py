@@ -132,6 +132,7 @@ def test_check_config_validates_the_schema_and_prints_it(
     effective = json.loads(capsys.readouterr().out)["effective"]
     assert effective["schema"] == schema
     assert effective["schema_draft"] == "2020-12"
+    assert effective["schema_checks_per_value"] == 1
     remote = json.dumps(
         {"config": {"bootstrap.servers": "k:9092"}, "topic": "t", "schema": {"$ref": "http://x/"}}
     )
