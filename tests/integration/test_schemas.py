@@ -235,6 +235,13 @@ def test_the_bench_row_with_validation_on_produces_every_accepted_record(
     assert row.notes and "(0 missing, 0 duplicates)" in row.notes[0], row.notes
 
 
+def _batch_body(batch: str, records: list[bytes]) -> tuple[bytes, list[tuple[str, str]]]:
+    """A batch body of ``records`` (JSON texts) in ``batch``'s format, and its content type."""
+    if batch == "ndjson":
+        return b"\n".join(records) + b"\n", [("Content-Type", "application/x-ndjson")]
+    return b"[ " + b" ,\n ".join(records) + b" ]", [("Content-Type", "application/json")]
+
+
 @pytest.mark.parametrize("batch", ["ndjson", "json-array"])
 def test_every_record_of_a_batch_is_validated_and_lands_byte_for_byte(
     runner: RunnerProcess,
@@ -246,14 +253,7 @@ def test_every_record_of_a_batch_is_validated_and_lands_byte_for_byte(
     topic = new_topic(1)
     value = route(broker.bootstrap, topic=topic, schema=USER, batch=batch, jsonkey="action")
     records = [b'{ "id" : 1 , "action" : "login" }', b'{"id": 2.0e0, "action": "logout"}']
-    if batch == "ndjson":
-        body, content_type = b"\n".join(records) + b"\n", ("Content-Type", "application/x-ndjson")
-    else:
-        body, content_type = (
-            b"[ " + b" ,\n ".join(records) + b" ]",
-            ("Content-Type", "application/json"),
-        )
-    answer = run(_post(runner, value, body, [content_type]))
+    answer = run(_post(runner, value, *_batch_body(batch, records)))
     assert answer.status == 200, answer.body
     entries = json.loads(answer.body)["records"]
     landed = read_records(topic, expected=2)
@@ -278,11 +278,7 @@ def test_a_record_that_breaks_the_schema_refuses_the_batch_naming_its_index(
         {"id": 2, "action": "logout"},
         {"id": 0, "action": "login"},
     ]
-    if batch == "ndjson":
-        body = b"".join(json.dumps(d).encode() + b"\n" for d in docs)
-        headers = [("Content-Type", "application/x-ndjson")]
-    else:
-        body, headers = json.dumps(docs).encode(), [("Content-Type", "application/json")]
+    body, headers = _batch_body(batch, [json.dumps(d).encode() for d in docs])
     parsed = assert_error(run(_post(runner, value, body, headers)), 422, "schema_violation")
     assert parsed["record"] == 2
     assert parsed["message"].startswith("record 2: ")

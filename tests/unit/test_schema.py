@@ -9,7 +9,7 @@ import pytest
 
 from kafkaupstream.plugin.answers import RequestError
 from kafkaupstream.plugin.config import RouteConfigError, describe, parse_route_config
-from kafkaupstream.plugin.record import build_record, route_request
+from kafkaupstream.plugin.record import route_request
 from kafkaupstream.plugin.schema import (
     MAX_POINTER_CHARS,
     SchemaError,
@@ -19,8 +19,9 @@ from kafkaupstream.plugin.schema import (
     violations,
 )
 from kafkaupstream.plugin.schema_cost import MAX_CHECKS_PER_VALUE, MAX_VALIDATION_WORK
-from kafkaupstream.producers import KafkaRecord
 from kafkaupstream.protocol import TextEntry
+
+from .test_precedence import record, refusal
 
 JSON = ("content-type", "application/json")
 USER = {
@@ -43,17 +44,6 @@ def route(**fields: Any) -> Any:
 def config_error(**fields: Any) -> RouteConfigError:
     with pytest.raises(RouteConfigError) as info:
         route(**fields)
-    return info.value
-
-
-def record(config: Any, body: bytes, *headers: tuple[str, str]) -> KafkaRecord:
-    entries = tuple(TextEntry(name, value) for name, value in headers)
-    return build_record(config, route_request(config, entries), body)
-
-
-def refusal(config: Any, body: bytes, *headers: tuple[str, str]) -> RequestError:
-    with pytest.raises(RequestError) as info:
-        record(config, body, *headers)
     return info.value
 
 
