@@ -14,7 +14,7 @@ in the body.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, NoReturn
 from urllib.parse import urldefrag, urljoin
 
 import jsonschema_rs
@@ -28,7 +28,9 @@ MAX_CHECKS_PER_VALUE = 1_000
 #: array of one-digit integers, each checked by 300 subschemas of 4 keywords) cost 15.6 ns per
 #: byte and subschema: about 0.26 s at this bound, on the dev machine.
 MAX_VALIDATION_WORK = 16 * 1024 * 1024
-_ROOT_URI = "urn:kafkaupstream:schema"
+#: The base of a schema without an absolute ``$id``: hierarchical, so that a relative ``$id``
+#: resolves against it; ``.invalid`` names no host, and nothing is ever retrieved anyway.
+_ROOT_URI = "https://kafkaupstream.invalid/schema.json"
 
 _SAME_PLACE = ("not", "if", "then", "else")
 _SAME_PLACE_LISTS = ("allOf", "anyOf", "oneOf")
@@ -38,6 +40,10 @@ _DYNAMIC = ("$dynamicRef", "$recursiveRef")
 
 class CostError(ValueError):
     """The schema's validation cost has no bound the runner accepts; the message says why."""
+
+
+def _refuse(uri: str) -> NoReturn:
+    raise LookupError("references outside the schema are not fetched")
 
 
 def checks_per_value(schema: Any) -> int:
@@ -88,7 +94,10 @@ class _Walk:
         root_id = schema.get("$id", schema.get("id")) if isinstance(schema, dict) else None
         absolute = isinstance(root_id, str) and ":" in root_id.split("/", 1)[0]
         self._root_uri: str = urldefrag(str(root_id)).url if absolute else _ROOT_URI
-        self._registry = jsonschema_rs.Registry([(self._root_uri, schema)])
+        try:
+            self._registry = jsonschema_rs.Registry([(self._root_uri, schema)], retriever=_refuse)
+        except (ValueError, jsonschema_rs.ReferencingError):
+            raise CostError("its $id values cannot be followed when bounding its cost") from None
         self._done: dict[str, list[int]] = {}
         self._open: set[str] = set()
 
