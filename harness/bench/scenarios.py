@@ -25,6 +25,19 @@ from harness.runner_process import RunnerProcess
 ROOT = Path(__file__).resolve().parents[2]
 
 
+#: The schema of the bench's row with validation on: what the load generator's JSON bodies
+#: (``{"id": "<run>-<n>", "pad": "xxx..."}``) must look like, patterns and bounds included.
+BENCH_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["id", "pad"],
+    "additionalProperties": False,
+    "properties": {
+        "id": {"type": "string", "pattern": "^[A-Za-z0-9_]+-[0-9]{10}$", "maxLength": 64},
+        "pad": {"type": "string", "pattern": "^x*$", "maxLength": 65536},
+    },
+}
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
     duration: float
@@ -33,6 +46,9 @@ class Settings:
     #: The sync scenario waits on the broker for every request: it needs more in flight.
     sync_connections: int = 64
     body_size: int = 1024
+    #: The batch scenarios: records a request (NDJSON lines) and bytes a record.
+    batch_records: int = 100
+    record_size: int = 200
 
 
 @dataclass(slots=True)
@@ -41,6 +57,7 @@ class Row:
 
     key: str
     label: str
+    #: Requests (answers) a second; records a second for a batch row.
     rate: float | None = None
     p50: float | None = None
     p99: float | None = None
@@ -50,6 +67,13 @@ class Row:
     error: str = ""
     #: The event loop the server process was seen using (runner rows).
     server_loop: str | None = None
+    #: Records a request (batch rows); their rate is in records.
+    records: int = 1
+
+    def server_us_per_unit(self) -> float | None:
+        """Server CPU time per answer (per record for a batch row), in microseconds."""
+        server = self.cpu.get("server")
+        return None if server is None or not self.rate else server / self.rate * 1e6
 
 
 def load_summary(
@@ -59,10 +83,12 @@ def load_summary(
     s: Settings,
     watch: Mapping[str, int],
     verify: tuple[str, str] | None = None,
+    records: int = 1,
 ) -> dict[str, Any]:
     """Run ``python -m harness.load ... --json`` as its own process; its parsed summary.
 
     ``verify`` is (bootstrap, topic): the load generator then counts the run's ids in the topic.
+    ``records`` > 1: NDJSON batches of that many records of ``s.record_size`` bytes.
     """
     cmd = [
         sys.executable,
@@ -81,7 +107,9 @@ def load_summary(
         "-c",
         str(s.connections),
         "--body-size",
-        str(s.body_size),
+        str(s.body_size if records == 1 else s.record_size),
+        "--batch",
+        str(records),
         "--json",
         "--request-timeout",
         "10",
@@ -105,7 +133,7 @@ def load_summary(
     return summary
 
 
-def row_from_summary(key: str, label: str, summary: Mapping[str, Any]) -> Row:
+def row_from_summary(key: str, label: str, summary: Mapping[str, Any], records: int = 1) -> Row:
     answers = ", ".join(f"{k}: {v:,}" for k, v in summary["statuses"].items())
     if summary["failures"]:
         answers += " (" + ", ".join(f"{k} {v:,}" for k, v in summary["failures"].items()) + ")"
@@ -113,17 +141,18 @@ def row_from_summary(key: str, label: str, summary: Mapping[str, Any]) -> Row:
     row = Row(
         key,
         label,
-        summary["req_per_s"],
+        summary["req_per_s"] if records == 1 else summary["records_per_s"],
         latency["p50"],
         latency["p99"],
         answers,
         cores(summary["cpu_s"]),
+        records=records,
     )
     if (broker := summary.get("broker")) is not None:
         row.notes.append(
             f"broker holds {broker['confirmed']:,} of the run's ids for {broker['expected']:,} "
-            f"accepted answers ({broker['missing']:,} missing, {broker['duplicates']:,} "
-            "duplicates)"
+            f"accepted {'answers' if records == 1 else 'records'} ({broker['missing']:,} "
+            f"missing, {broker['duplicates']:,} duplicates)"
         )
     return row
 
@@ -175,15 +204,16 @@ def runner_row(
     broker_pid: int | None = None,
     verify: tuple[str, str] | None = None,
     env: Mapping[str, str] | None = None,
+    records: int = 1,
 ) -> Row:
     """The runner as APISIX spawns it (a fresh process per scenario), loaded over its socket."""
     with RunnerProcess(args=args, env=env) as runner:
         watch = {"server": runner.pid}
         if broker_pid is not None:
             watch["broker"] = broker_pid
-        summary = load_summary(runner.socket_path, plugin, conf, s, watch, verify)
+        summary = load_summary(runner.socket_path, plugin, conf, s, watch, verify, records)
         loop = runner_loop(runner.pid)
-    row = row_from_summary(key, label, summary)
+    row = row_from_summary(key, label, summary, records)
     row.server_loop = loop
     return row
 

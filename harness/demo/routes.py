@@ -16,6 +16,26 @@ TOPICS: Mapping[str, int] = {TOPIC: 3, OTHER_TOPIC: 1}
 PATH = "/kafkaupstream"
 JSONKEY_PATH = "/kafkaupstream-jsonkey"
 JSONKEY = "user.id"
+SCHEMA_PATH = "/kafkaupstream-schema"
+#: The schema route's contract: a login or logout of a user with a positive integer id.
+SCHEMA: Mapping[str, Any] = {
+    "type": "object",
+    "required": ["user", "action"],
+    "properties": {
+        "user": {
+            "type": "object",
+            "required": ["id"],
+            "properties": {"id": {"type": "integer", "minimum": 1}},
+        },
+        "action": {"enum": ["login", "logout"]},
+    },
+}
+BATCH_PATH = "/kafkaupstream-batch"
+#: The batch example's records, one JSON text a line (NDJSON).
+BATCH_LINES = (
+    '{"user": {"id": "1"}, "action": "login"}',
+    '{"user": {"id": "2"}, "action": "logout"}',
+)
 README_BODY = '{ "hello" : "world" }'
 
 
@@ -42,14 +62,22 @@ def _route(route_id: str, uri: str, conf: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def demo_routes(bootstrap: str) -> list[dict[str, Any]]:
-    """``/kafkaupstream``, and ``/kafkaupstream-jsonkey`` whose record key comes from the body.
+    """``/kafkaupstream``, ``/kafkaupstream-jsonkey`` whose record key comes from the body, and
+    ``/kafkaupstream-schema`` whose bodies must match :data:`SCHEMA`, and ``/kafkaupstream-batch``
+    whose NDJSON body holds many records, each keyed from its line.
 
-    They are two routes because a jsonkey that finds nothing is a 422, and the README's first
-    example body has no key in it.
+    The first two are apart because a jsonkey that finds nothing is a 422, and the README's
+    first example body has no key in it (nor would it pass the schema).
     """
     return [
         _route("kafkaupstream", PATH, plugin_conf(bootstrap)),
         _route("kafkaupstream-jsonkey", JSONKEY_PATH, plugin_conf(bootstrap, jsonkey=JSONKEY)),
+        _route("kafkaupstream-schema", SCHEMA_PATH, plugin_conf(bootstrap, schema=SCHEMA)),
+        _route(
+            "kafkaupstream-batch",
+            BATCH_PATH,
+            plugin_conf(bootstrap, jsonkey=JSONKEY, batch="ndjson"),
+        ),
     ]
 
 
@@ -78,8 +106,9 @@ def _curl(url: str, *options: str) -> str:
 
 
 def curl_examples(base_url: str) -> list[Example]:
-    """Commands for the generated routes, against the gateway at ``base_url``."""
-    url, keyed = base_url + PATH, base_url + JSONKEY_PATH
+    """Commands for the generated routes, against the gateway at ``base_url`` (POSIX shell)."""
+    url, keyed, batch = base_url + PATH, base_url + JSONKEY_PATH, base_url + BATCH_PATH
+    checked = base_url + SCHEMA_PATH
     json_type = "-H 'content-type: application/json'"
     return [
         Example(
@@ -113,6 +142,22 @@ def curl_examples(base_url: str) -> list[Example]:
         Example(
             f"the record key from the body: jsonkey {JSONKEY!r} (a body without it gets 422)",
             _curl(keyed, json_type, """--data '{"user": {"id": "42"}, "action": "login"}'"""),
+        ),
+        Example(
+            "a body that matches the route's schema is produced as usual",
+            _curl(checked, json_type, """--data '{"user": {"id": 42}, "action": "login"}'"""),
+        ),
+        Example(
+            "one that breaks it (the id is a string): 422 schema_violation naming /user/id, type",
+            _curl(checked, json_type, """--data '{"user": {"id": "42"}, "action": "login"}'"""),
+        ),
+        Example(
+            "a batch: one record per NDJSON line, each keyed by its user.id; the answer lists "
+            "every record's partition and offset (--data-binary keeps the newlines)",
+            "printf '%s\\n' "
+            + " ".join(f"'{line}'" for line in BATCH_LINES)
+            + " | "
+            + _curl(batch, "-H 'content-type: application/x-ndjson'", "--data-binary @-"),
         ),
     ]
 

@@ -82,6 +82,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     load.add_argument("--body-size", type=_positive(int), default=1024, help="bytes (default 1024)")
     load.add_argument(
+        "--batch",
+        type=_positive(int),
+        default=1,
+        metavar="N",
+        help="N records a request, as NDJSON lines of --body-size bytes each (a batch route; "
+        "the conf built from --topic gets batch ndjson); default 1: one record, one body",
+    )
+    load.add_argument(
         "--body-shape",
         choices=SHAPES,
         default="json",
@@ -148,13 +156,14 @@ def options_from_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> L
         if conf is None:
             if args.plugin != "kafkaupstream" or not args.verify_broker:
                 p.error("--conf is required (or, for kafkaupstream, --verify-broker and --topic)")
-            conf = json.dumps(
-                {
-                    "config": {"bootstrap.servers": args.verify_broker},
-                    "topic": args.topic,
-                    "delivery": args.delivery,
-                }
-            )
+            built = {
+                "config": {"bootstrap.servers": args.verify_broker},
+                "topic": args.topic,
+                "delivery": args.delivery,
+            }
+            if args.batch > 1:
+                built.update(batch="ndjson", max_batch_records=args.batch)
+            conf = json.dumps(built)
         route = RouteConf(args.plugin, conf, args.route_key)
     headers = []
     for item in args.header:
@@ -169,7 +178,9 @@ def options_from_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> L
             p.error(f"--watch-pid wants NAME=PID, got {item!r}")
         watch[name or f"pid{pid}"] = int(pid)
     try:
-        bodies = make_template(args.run_id or secrets.token_hex(4), args.body_shape, args.body_size)
+        bodies = make_template(
+            args.run_id or secrets.token_hex(4), args.body_shape, args.body_size, args.batch
+        )
     except ValueError as exc:
         p.error(str(exc))
     return LoadOptions(
@@ -222,7 +233,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.topic,
             options.bodies,
             sent=rec.sent_total,
-            expected=rec.accepted_total,
+            expected=rec.accepted_total * options.bodies.records,
             rejected=rec.rejected_ids,
             timeout=args.verify_timeout,
         )

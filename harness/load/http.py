@@ -30,8 +30,8 @@ class HTTPClient:
             f"Content-Length: {bodies.size}",
             *(f"{name}: {value}" for name, value in headers),
         ]
-        self._head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + bodies.head
-        self._tail = bodies.tail
+        head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+        self._pieces = (head + bodies.pieces[0], *bodies.pieces[1:])
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
 
@@ -41,7 +41,7 @@ class HTTPClient:
             if self._writer is None:
                 self._reader, self._writer = await asyncio.open_connection(self.host, self.port)
             assert self._reader is not None
-            self._writer.write(self._head + b"%010d" % n + self._tail)
+            self._writer.write((b"%010d" % n).join(self._pieces))
             status, keep_alive = await _read_response(self._reader)
         except RPCFailure:
             self.close()

@@ -8,7 +8,7 @@ import sys
 from dataclasses import asdict, dataclass
 
 from harness.load.driver import RunResult
-from harness.load.stats import Percentiles
+from harness.load.stats import ACCEPTED, Percentiles
 from harness.load.verify import BrokerCheck
 
 
@@ -22,6 +22,8 @@ class Summary:
     connections: int
     body_size: int
     body_shape: str
+    #: Records a request carries (a batch's lines; 1 otherwise).
+    records_per_request: int
     target_rate: float | None
     warmup_s: float
     window_s: float
@@ -29,6 +31,8 @@ class Summary:
     sent: int
     answered: int
     req_per_s: float
+    #: Records of 200/202 answers per second (= req_per_s for single records, all accepted).
+    records_per_s: float
     latency_ms: Percentiles
     #: Fixed rate only: answer time from the actual send, and how late sends were.
     service_ms: Percentiles | None
@@ -51,6 +55,7 @@ def summarize(result: RunResult, *, loop: str, broker: BrokerCheck | None = None
     opts, rec = result.options, result.recorder
     fixed = opts.rate is not None
     window = result.window
+    accepted = sum(n for status, n in rec.statuses.items() if status in ACCEPTED)
     return Summary(
         target=opts.socket or opts.url or "",
         mode="rpc" if opts.socket else "http",
@@ -60,12 +65,14 @@ def summarize(result: RunResult, *, loop: str, broker: BrokerCheck | None = None
         connections=opts.connections,
         body_size=opts.bodies.size,
         body_shape=opts.bodies.shape,
+        records_per_request=opts.bodies.records,
         target_rate=opts.rate,
         warmup_s=opts.warmup,
         window_s=window,
         sent=rec.measured,
         answered=sum(rec.statuses.values()),
         req_per_s=rec.measured / window if window > 0 else math.nan,
+        records_per_s=accepted * opts.bodies.records / window if window > 0 else math.nan,
         latency_ms=Percentiles.of(rec.latency),
         service_ms=Percentiles.of(rec.service) if fixed else None,
         send_lag_ms=Percentiles.of(rec.send_lag) if fixed else None,
@@ -92,6 +99,11 @@ def format_text(s: Summary) -> str:
         f"{s.body_size} B {s.body_shape} bodies, {s.loop} loop, run {s.run_id}",
         f"  requests   {s.sent:,} measured in {s.window_s:.2f} s "
         f"(+{s.warmup_requests:,} warm-up): {s.req_per_s:,.0f} req/s",
+        *(
+            [f"  records    {s.records_per_request} a request: {s.records_per_s:,.0f} records/s"]
+            if s.records_per_request > 1
+            else []
+        ),
         f"  latency ms {_line(s.latency_ms)}",
     ]
     if s.service_ms is not None and s.send_lag_ms is not None:

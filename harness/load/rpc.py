@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import cast
 
-from harness.load.bodies import DIGITS, BodyTemplate
+from harness.load.bodies import BodyTemplate
 from kafkaupstream.protocol import (
     ErrorCode,
     ErrorResponse,
@@ -117,12 +117,11 @@ class _FrameProtocol(asyncio.Protocol):
     coroutine one wake-up (for the final answer), not two.
     """
 
-    def __init__(self, body_head: bytes = b"", body_tail: bytes = b"") -> None:
+    def __init__(self, body_pieces: tuple[bytes, ...] = ()) -> None:
         self.transport: asyncio.Transport | None = None
         #: The number of the request in flight: its digits go into the body answer.
         self.request_number = 0
-        self._body_head = body_head
-        self._body_tail = body_tail
+        self._body_pieces = body_pieces
         self._buf = bytearray()
         self._ready: deque[tuple[int, bytes]] = deque()
         self._waiter: asyncio.Future[tuple[int, bytes]] | None = None
@@ -141,11 +140,9 @@ class _FrameProtocol(asyncio.Protocol):
                 break
             frame_type, payload = buf[0], bytes(buf[4:end])
             del buf[:end]
-            if frame_type == _TYPE_EXTRA_INFO and self._body_head and _asks_body(payload):
+            if frame_type == _TYPE_EXTRA_INFO and self._body_pieces and _asks_body(payload):
                 assert self.transport is not None
-                self.transport.write(
-                    self._body_head + b"%010d" % self.request_number + self._body_tail
-                )
+                self.transport.write((b"%010d" % self.request_number).join(self._body_pieces))
                 continue
             self._ready.append((frame_type, payload))
         waiter = self._waiter
@@ -176,11 +173,11 @@ def _asks_body(payload: bytes) -> bool:
         return False
 
 
-async def _open(path: str, body_head: bytes = b"", body_tail: bytes = b"") -> _FrameProtocol:
+async def _open(path: str, body_pieces: tuple[bytes, ...] = ()) -> _FrameProtocol:
     loop = asyncio.get_running_loop()
     try:
         _transport, proto = await loop.create_unix_connection(
-            lambda: _FrameProtocol(body_head, body_tail), path
+            lambda: _FrameProtocol(body_pieces), path
         )
     except OSError as exc:
         raise RPCFailure("connect", f"cannot connect to unix:{path}: {exc}") from exc
@@ -271,7 +268,7 @@ class RPCClient:
         self._proto: _FrameProtocol | None = None
         self._token: int | None = None
         self._call_frame = b""
-        self._body_head, self._body_tail = _body_frame_parts(bodies)
+        self._body_pieces = _body_frame_parts(bodies)
 
     async def request(self, n: int) -> int:
         """Send request ``n``; its HTTP status (503 for an RPC failure, 0 for pass-through).
@@ -299,7 +296,7 @@ class RPCClient:
     async def _exchange(self, n: int) -> int:
         proto = self._proto
         if proto is None:
-            proto = self._proto = await _open(self._tokens.path, self._body_head, self._body_tail)
+            proto = self._proto = await _open(self._tokens.path, self._body_pieces)
         transport = proto.transport
         assert transport is not None
         proto.request_number = n
@@ -348,18 +345,19 @@ class RPCClient:
         )
 
 
-def _body_frame_parts(bodies: BodyTemplate) -> tuple[bytes, bytes]:
-    """The ExtraInfo answer frame split around the digits of the request number."""
+def _body_frame_parts(bodies: BodyTemplate) -> tuple[bytes, ...]:
+    """The ExtraInfo answer frame split at the digits of the request number."""
     sample = bodies.body(0)
     frame = encode_message(ExtraInfoResponse(sample))
     at = frame.find(sample)
     if at < 0:
         raise RuntimeError("the codec did not lay the body out contiguously; cannot template it")
-    cut = at + len(bodies.head)
-    head, tail = frame[:cut], frame[cut + DIGITS :]
-    if head + b"%010d" % 1234 + tail != encode_message(ExtraInfoResponse(bodies.body(1234))):
+    pieces = list(bodies.pieces)
+    pieces[0] = frame[:at] + pieces[0]
+    pieces[-1] += frame[at + len(sample) :]
+    if (b"%010d" % 1234).join(pieces) != encode_message(ExtraInfoResponse(bodies.body(1234))):
         raise RuntimeError("templated ExtraInfo frame differs from the codec's; cannot template it")
-    return head, tail
+    return tuple(pieces)
 
 
 def _code_name(code: int) -> str:

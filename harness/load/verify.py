@@ -17,7 +17,7 @@ from harness.load.bodies import BodyTemplate
 @dataclass(frozen=True, slots=True)
 class BrokerCheck:
     topic: str
-    #: Requests answered 200/202 (warm-up included): each must be a record.
+    #: Records of the requests answered 200/202 (warm-up included): each must be in the topic.
     expected: int
     #: Distinct ids of this run found in the topic.
     confirmed: int
@@ -43,7 +43,7 @@ def verify_broker(
     idle: float = 5.0,
 ) -> BrokerCheck:
     """Consume ``topic`` until every accepted id was seen, nothing new came for ``idle`` seconds,
-    or ``timeout`` seconds passed."""
+    or ``timeout`` seconds passed. ``expected`` counts records (``bodies.records`` a request)."""
     from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 
     started = time.monotonic()
@@ -58,6 +58,7 @@ def verify_broker(
         }
     )
     pattern = bodies.id_pattern()
+    per_request = bodies.records
     seen: set[int] = set()
     duplicates = scanned = unanswered = 0
     try:
@@ -91,10 +92,11 @@ def verify_broker(
                 n = int(match.group(1))
                 if n >= sent:
                     continue
-                if n in seen:
+                ident = n * per_request + int(match.group(2) or 0)
+                if ident in seen:
                     duplicates += 1
                     continue
-                seen.add(n)
+                seen.add(ident)
                 unanswered += n in rejected
     finally:
         consumer.close()

@@ -128,7 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--verify-broker",
         metavar="HOST:PORT",
-        help="read back every 200's record and compare it with the request body",
+        help="read back the records of every 200 (and batch 207), compare them with the request",
     )
     p.add_argument(
         "--path",

@@ -1,10 +1,11 @@
 """Is a replayed answer the recorded one? Status, body (JSON as JSON), a few headers.
 
 What differs by nature from run to run is ignored: by default ``offset`` (a 200's offset depends
-on what the topic held before). An ignored JSON path must still be present; only its value is not
-compared. Partitions are compared: they follow from the precedence rules (header, configured
-partition, key hash); ``--ignore partition`` when the recording has unkeyed records on topics
-with several partitions, which librdkafka spreads at random.
+on what the topic held before) and a batch's ``records[*].offset``. An ignored JSON path must
+still be present; only its value is not compared. Partitions are compared: they follow from the
+precedence rules (header, configured partition, key hash); ``--ignore partition`` when the
+recording has unkeyed records on topics with several partitions, which librdkafka spreads at
+random.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import Any
 from harness.headers import all_headers
 from harness.replay.format import Headers, RecordedAnswer
 
-DEFAULT_IGNORE = ("offset",)
+DEFAULT_IGNORE = ("offset", "records[*].offset")
 COMPARED_HEADERS = ("Content-Type", "Retry-After")
 WILDCARD = "*"
 _SEGMENT = re.compile(r"([^.\[\]]+)|\[(\d+|\*)\]")

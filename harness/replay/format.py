@@ -31,6 +31,8 @@ kept (``--keep-secrets``). Every other line is one exchange, in the order the an
   how long the answer took.
 - ``record`` (optional) is the Kafka record a 200 produced: its key (null: no key) and headers.
   ``replay --verify-broker`` checks them besides the value, which follows from the request body.
+- ``records`` (optional) is the same for a batch's 200 or 207: one entry per record of the
+  request, in its order, null for a record that was not delivered.
 
 Unknown fields are ignored, so later minor additions keep old readers working; a file with a
 higher ``version`` is refused.
@@ -104,6 +106,15 @@ class Exchange:
     duration_ms: float
     note: str = ""
     record: KafkaRecord | None = None
+    #: A batch's records (None where one was not delivered), instead of ``record``.
+    records: tuple[KafkaRecord | None, ...] | None = None
+
+    @property
+    def expected_records(self) -> tuple[KafkaRecord | None, ...] | None:
+        """The recorded records by index, for a single record's answer or a batch's."""
+        if self.records is not None:
+            return self.records
+        return None if self.record is None else (self.record,)
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,12 +187,17 @@ def exchange_to_json(exchange: Exchange) -> dict[str, Any]:
     if exchange.note:
         out["note"] = exchange.note
     if exchange.record is not None:
-        rec = exchange.record
-        out["record"] = {
-            "key": None if rec.key is None else encode_body(rec.key),
-            "headers": [[n, None if v is None else encode_body(v)] for n, v in rec.headers],
-        }
+        out["record"] = _record_to_json(exchange.record)
+    if exchange.records is not None:
+        out["records"] = [None if r is None else _record_to_json(r) for r in exchange.records]
     return out
+
+
+def _record_to_json(rec: KafkaRecord) -> dict[str, Any]:
+    return {
+        "key": None if rec.key is None else encode_body(rec.key),
+        "headers": [[n, None if v is None else encode_body(v)] for n, v in rec.headers],
+    }
 
 
 def dumps_line(obj: Mapping[str, Any]) -> str:
@@ -230,6 +246,14 @@ def _record(obj: object, where: str) -> KafkaRecord | None:
     )
 
 
+def _records(obj: object, where: str) -> tuple[KafkaRecord | None, ...] | None:
+    if obj is None:
+        return None
+    if not isinstance(obj, list):
+        raise RecordingError(f"{where}: 'records' must be a list of records or nulls")
+    return tuple(_record(item, f"{where} records[{i}]") for i, item in enumerate(obj))
+
+
 def exchange_from_json(obj: object, where: str) -> Exchange:
     if not isinstance(obj, Mapping):
         raise RecordingError(f"{where}: an exchange is a JSON object")
@@ -256,6 +280,7 @@ def exchange_from_json(obj: object, where: str) -> Exchange:
             duration_ms=float(timing.get("duration_ms", 0.0)),
             note=str(obj.get("note") or ""),
             record=_record(obj.get("record"), where),
+            records=_records(obj.get("records"), where),
         )
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         if isinstance(exc, RecordingError):

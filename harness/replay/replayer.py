@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TextIO
 
-from harness.replay.broker_check import check_record, records_for
+from harness.replay.broker_check import VERIFIED_STATUSES, check_records, is_batch, records_for
 from harness.replay.compare import Mismatch, Rules, compare
 from harness.replay.format import Exchange, RecordedAnswer
 from harness.replay.progress import ProgressBar
@@ -51,7 +51,7 @@ class Outcome:
 @dataclass(frozen=True, slots=True)
 class BrokerSummary:
     bootstrap: str
-    #: 200 answers whose record was looked for.
+    #: 200 (and batch 207) answers whose records were looked for.
     checked: int
     #: Of those, how many were missing or held something else.
     mismatched: int
@@ -113,22 +113,26 @@ async def _one(sender: Sender, outcome: Outcome, options: ReplayOptions) -> None
 def verify_broker(
     outcomes: Sequence[Outcome], bootstrap: str, *, timeout: float = 10.0
 ) -> BrokerSummary:
-    """Check the record of every replayed 200 (adding mismatches to its outcome)."""
+    """Check the records of every replayed 200 or 207 (adding mismatches to its outcome)."""
     started = time.monotonic()
     by_number = {o.number: o for o in outcomes}
-    answers = {o.number: o.got for o in outcomes if o.got is not None and o.got.status == 200}
+    answers = {
+        o.number: o.got for o in outcomes if o.got is not None and o.got.status in VERIFIED_STATUSES
+    }
     found = records_for(bootstrap, answers, timeout=timeout)
     mismatched = 0
     for number in answers:
         outcome = by_number[number]
         if number not in found:
             problems = [
-                Mismatch("broker record", "a topic, partition and offset", "none in the 200")
+                Mismatch("broker record", "a topic, partition and offset", "none in the answer")
             ]
         else:
-            where, record = found[number]
-            problems = check_record(
-                outcome.exchange.request, outcome.exchange.record, record, where
+            problems = check_records(
+                outcome.exchange.request,
+                outcome.exchange.expected_records,
+                found[number],
+                batch=is_batch(answers[number]),
             )
         outcome.mismatches.extend(problems)
         mismatched += bool(problems)

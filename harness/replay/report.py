@@ -123,8 +123,8 @@ def format_text(s: Summary) -> str:
     if s.broker is not None:
         b = s.broker
         lines.append(
-            f"  broker     {b.checked} record(s) of 200 answers read back from {b.bootstrap}: "
-            f"{b.mismatched} missing or different ({b.seconds:.2f} s)"
+            f"  broker     the records of {b.checked} answer(s) (200, 207) read back from "
+            f"{b.bootstrap}: {b.mismatched} missing or different ({b.seconds:.2f} s)"
         )
     if s.shown:
         shown_requests = len({d.number for d in s.shown})

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Mapping, Sequence
 from json.encoder import encode_basestring_ascii
+from typing import Any
 
 from kafkaupstream.api import Answer
 from kafkaupstream.producers import (
@@ -36,22 +38,54 @@ class RequestError(Exception):
     """A request the plugin refuses; maps to exactly one error answer."""
 
     def __init__(
-        self, status: int, code: str, message: str, headers: tuple[tuple[str, str], ...] = ()
+        self,
+        status: int,
+        code: str,
+        message: str,
+        headers: tuple[tuple[str, str], ...] = (),
+        *,
+        details: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__(f"{status} {code}: {message}")
         self.status = status
         self.code = code
         self.message = message
         self.headers = headers
+        self.details = details
 
     def answer(self) -> Answer:
-        return error_answer(self.status, self.code, self.message, self.headers)
+        return error_answer(self.status, self.code, self.message, self.headers, self.details)
+
+
+class RecordError(RequestError):
+    """A record of a batch that refuses the whole batch; the answer names its 0-based index."""
+
+    def __init__(self, index: int, error: RequestError) -> None:
+        super().__init__(
+            error.status,
+            error.code,
+            f"record {index}: {error.message}",
+            error.headers,
+            details=error.details,
+        )
+        self.index = index
+
+    def answer(self) -> Answer:
+        fields = {"error": self.code, "message": self.message, "record": self.index}
+        body = json.dumps({**fields, **(self.details or {})}, ensure_ascii=False)
+        return Answer(self.status, body.encode(), (_JSON, *self.headers))
 
 
 def error_answer(
-    status: int, code: str, message: str, headers: tuple[tuple[str, str], ...] = ()
+    status: int,
+    code: str,
+    message: str,
+    headers: tuple[tuple[str, str], ...] = (),
+    details: Mapping[str, Any] | None = None,
 ) -> Answer:
-    body = json.dumps({"error": code, "message": message}, ensure_ascii=False)
+    """``{"error": code, "message": message}``, then ``details`` (machine-readable fields)."""
+    fields = {"error": code, "message": message, **(details or {})}
+    body = json.dumps(fields, ensure_ascii=False)
     return Answer(status, body.encode(), (_JSON, *headers))
 
 
@@ -146,6 +180,30 @@ def bad_header(name: str, reason: str) -> RequestError:
     return RequestError(400, "invalid_header", f"header {name!r} {reason}")
 
 
+def unsupported_media_type() -> RequestError:
+    return RequestError(
+        415,
+        "unsupported_media_type",
+        "this route validates JSON bodies against a schema: send Content-Type: application/json",
+    )
+
+
+def schema_violation(found: Sequence[tuple[str, str]]) -> RequestError:
+    """422 for a record that breaks the route's schema: (pointer, keyword) of each violation.
+
+    Only pointers into the record and keyword names are said, never the schema's values. In a
+    batch, :class:`RecordError` adds the record's index.
+    """
+    places = "; ".join(f"{where or '(root)'}: {keyword}" for where, keyword in found)
+    violations = [{"pointer": where, "keyword": keyword} for where, keyword in found]
+    return RequestError(
+        422,
+        "schema_violation",
+        f"the record does not match the route's schema ({places}); nothing was produced",
+        details={"violations": violations},
+    )
+
+
 def route_config_invalid(field: str, reason: str) -> Answer:
     return error_answer(
         500,
@@ -169,15 +227,20 @@ def outcome_answer(outcome: DeliveryOutcome, timeout_ms: int) -> Answer:
         return Answer(
             202, b'{"topic": %s, "status": "queued"}' % _quoted(outcome.topic), _JSON_ONLY
         )
+    return outcome_error(outcome, timeout_ms).answer()
+
+
+def outcome_error(outcome: DeliveryOutcome, timeout_ms: int) -> RequestError:
+    """The error a record that was not delivered (or queued) gets: one mapping for every answer."""
     if isinstance(outcome, Backpressure):
-        return error_answer(
+        return RequestError(
             503,
             "backpressure",
             "the producer queue is full; retry after the delay in Retry-After",
             (("Retry-After", str(max(1, math.ceil(outcome.retry_after_s)))),),
         )
     if isinstance(outcome, DeliveryTimeout):
-        return error_answer(
+        return RequestError(
             504,
             "delivery_timeout",
             f"no delivery report from Kafka within {timeout_ms} ms; the record may still be "
@@ -185,16 +248,84 @@ def outcome_answer(outcome: DeliveryOutcome, timeout_ms: int) -> Answer:
         )
     if isinstance(outcome, Failed):
         if outcome.error_name == "MSG_SIZE_TOO_LARGE":  # retrying cannot help: not a 503
-            return error_answer(413, "body_too_large", _RECORD_TOO_LARGE)
+            return RequestError(413, "body_too_large", _RECORD_TOO_LARGE)
         if outcome.kind is FailureKind.UNKNOWN_TOPIC_OR_PARTITION:
-            return error_answer(
+            return RequestError(
                 404,
                 "unknown_topic_or_partition",
                 f"Kafka does not know this topic or partition ({outcome.error_name})",
             )
-        return error_answer(
+        return RequestError(
             503,
             "kafka_unavailable",
             f"the record was not delivered ({outcome.error_name}); retry later",
         )
     raise TypeError(f"not a delivery outcome: {outcome!r}")
+
+
+def unsupported_batch_type(batch: str, accepted: Sequence[str]) -> RequestError:
+    """A batch route refuses a content type its format cannot be read as."""
+    return RequestError(
+        415,
+        "unsupported_media_type",
+        f"this route takes {batch} batches: send Content-Type {' or '.join(accepted)}",
+    )
+
+
+_QUEUED_ENTRY = b'{"status": "queued"}'
+
+
+def batch_answer(
+    topic: str, outcomes: Sequence[DeliveryOutcome], *, sync: bool, timeout_ms: int
+) -> Answer:
+    """The answer for a batch: one entry per record in request order, and counts up front.
+
+    200 (sync) or 202 (async) when every record was delivered or queued; 207 when only some
+    were; when none was, the status a single record would have got from the first failure.
+    Every body holds the counts, so a 207 cannot pass for a success by its body either.
+    """
+    entries: list[bytes] = []
+    failures: dict[int, RequestError] = {}  # one per distinct outcome object: most are shared
+    first: RequestError | None = None
+    retry_after: tuple[tuple[str, str], ...] = ()
+    failed = 0
+    for outcome in outcomes:
+        if type(outcome) is Delivered:
+            entries.append(b'{"partition": %d, "offset": %d}' % (outcome.partition, outcome.offset))
+            continue
+        if type(outcome) is Queued:
+            entries.append(_QUEUED_ENTRY)
+            continue
+        error = failures.get(id(outcome))
+        if error is None:
+            error = failures[id(outcome)] = outcome_error(outcome, timeout_ms)
+        failed += 1
+        if first is None:
+            first = error
+        if error.headers and not retry_after:
+            retry_after = error.headers
+        entries.append(_error_entry(error))
+    done = len(entries) - failed
+    counts = b'"%s": %d, "failed": %d' % (b"delivered" if sync else b"queued", done, failed)
+    records = b'"records": [' + b", ".join(entries) + b"]"
+    if first is None:
+        if sync:
+            body = b'{"topic": %s, %s, %s}' % (_quoted(topic), counts, records)
+            return Answer(200, body, _JSON_ONLY)
+        return Answer(202, b'{"topic": %s, %s}' % (_quoted(topic), counts), _JSON_ONLY)
+    if done:
+        body = b'{"topic": %s, %s, %s}' % (_quoted(topic), counts, records)
+        return Answer(207, body, (_JSON, *retry_after))
+    message = f"no record of the batch was {'delivered' if sync else 'queued'}: {first.message}"
+    body = b'{"error": %s, "message": %s, "topic": %s, %s, %s}' % (
+        _quoted(first.code),
+        _quoted(message),
+        _quoted(topic),
+        counts,
+        records,
+    )
+    return Answer(first.status, body, (_JSON, *first.headers))
+
+
+def _error_entry(error: RequestError) -> bytes:
+    return b'{"error": %s, "message": %s}' % (_quoted(error.code), _quoted(error.message))

@@ -18,6 +18,8 @@ import jmespath
 from jmespath.exceptions import JMESPathError
 from jmespath.parser import ParsedResult
 
+from kafkaupstream.plugin.schema import RouteSchema, SchemaError, compile_schema, pointer
+from kafkaupstream.plugin.schema_cost import MAX_VALIDATION_WORK
 from kafkaupstream.producers import (
     ConfigKey,
     ProducerConfigError,
@@ -36,6 +38,11 @@ DEFAULT_MAX_BODY_BYTES = 1_048_576
 #: vector length) and pads the body to 4 bytes. Above it APISIX answers 503 itself, so a larger
 #: limit would promise what the runner never sees.
 MAX_BODY_LIMIT = 16_777_188
+#: Batch formats: JSON Lines (one JSON text per line) or one JSON array of records.
+BATCH_FORMATS = ("ndjson", "json-array")
+DEFAULT_MAX_BATCH_RECORDS = 1_000
+#: A bound on the bound: every record of a batch holds memory and a delivery report until answered.
+MAX_BATCH_RECORDS_LIMIT = 100_000
 #: Kafka's rule for topic names (legal characters, at most 249 of them, not "." or "..").
 _TOPIC_NAME = re.compile(r"^[A-Za-z0-9._-]{1,249}\Z")
 #: RFC 9110 token characters: what an HTTP header name may contain.
@@ -77,6 +84,10 @@ class RouteConfig:
     allowed_topics: tuple[str, ...] = ()
     forward_headers: tuple[str, ...] = ()
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    #: None: one record per request; else the body's batch format (:data:`BATCH_FORMATS`).
+    batch: str | None = None
+    max_batch_records: int = DEFAULT_MAX_BATCH_RECORDS
+    schema: RouteSchema | None = None
     _forward_exact: frozenset[str] = field(init=False, repr=False, compare=False)
     _forward_glob: re.Pattern[str] | None = field(init=False, repr=False, compare=False)
     #: The producer's ``message.max.bytes`` (None: librdkafka alone judges record sizes).
@@ -146,15 +157,34 @@ def _parse_route_config(value: str) -> RouteConfig:
         "allowed_topics": _string_list,
         "forward_headers": _header_globs,
         "max_body_bytes": _int_in(1, MAX_BODY_LIMIT),
+        "batch": _batch,
+        "max_batch_records": _int_in(1, MAX_BATCH_RECORDS_LIMIT),
+        "schema": _schema,
     }
     options = {name: parsers[name](name, raw) for name, raw in fields.items() if raw is not None}
+    if "max_batch_records" in options and "batch" not in options:
+        raise RouteConfigError("max_batch_records", "only applies to batch routes (set batch)")
     sync = options.get("delivery", "sync") == "sync"
     config = RouteConfig(producer_config=_producer_config(raw_producer_config, sync), **options)
     if config.topic is None and not config.allowed_topics:
         raise RouteConfigError(
             "topic", "required (or list allowed_topics so that the topic header can choose one)"
         )
+    if config.schema is not None:
+        _check_validation_work(config.schema, config.max_body_bytes)
     return config
+
+
+def _check_validation_work(schema: RouteSchema, max_body_bytes: int) -> None:
+    """Refuse a schema whose worst body (``max_body_bytes`` of values) would hold the worker."""
+    checks = schema.checks_per_value
+    if checks * max_body_bytes > MAX_VALIDATION_WORK:
+        raise RouteConfigError(
+            "schema",
+            f"applies up to {checks} subschemas to one value of a body, too many for bodies of "
+            f"max_body_bytes: lower max_body_bytes to {MAX_VALIDATION_WORK // checks} or less, "
+            "or simplify the schema",
+        )
 
 
 def _fields(value: str) -> dict[str, Any]:
@@ -274,10 +304,38 @@ def _headerprefix(name: str, raw: Any) -> str:
     return text.lower()
 
 
+def _schema(name: str, raw: Any) -> RouteSchema:
+    try:
+        return compile_schema(_plain(name, raw, []))
+    except SchemaError as exc:
+        raise RouteConfigError(name, str(exc)) from None
+
+
+def _plain(name: str, raw: Any, path: list[str | int]) -> Any:
+    """A parsed JSON value with its objects as dicts; a duplicate key is an error, never dropped."""
+    if not isinstance(raw, list):
+        return raw
+    if not isinstance(raw, _Pairs):  # a JSON array (an object is a _Pairs list)
+        return [_plain(name, item, [*path, i]) for i, item in enumerate(raw)]
+    out: dict[str, Any] = {}
+    for key, item in raw:
+        if key in out:
+            raise RouteConfigError(name, f"{pointer([*path, key])} is given more than once")
+        out[key] = _plain(name, item, [*path, key])
+    return out
+
+
 def _delivery(name: str, raw: Any) -> str:
     text = _string(name, raw).lower()
     if text not in ("sync", "async"):
         raise RouteConfigError(name, "must be 'sync' or 'async'")
+    return text
+
+
+def _batch(name: str, raw: Any) -> str:
+    text = _string(name, raw).lower()
+    if text not in BATCH_FORMATS:
+        raise RouteConfigError(name, "must be 'ndjson' or 'json-array' (or null: one record)")
     return text
 
 
@@ -320,11 +378,15 @@ _FIELD_NAMES: tuple[str, ...] = (
     "allowed_topics",
     "forward_headers",
     "max_body_bytes",
+    "batch",
+    "max_batch_records",
+    "schema",
 )
 
 
 def describe(config: RouteConfig) -> Mapping[str, Any]:
     """The effective settings as plain JSON values, secrets redacted (for ``check-config``)."""
+    schema = config.schema
     return {
         "config": redact(config.producer_config),
         "topic": config.topic,
@@ -342,4 +404,9 @@ def describe(config: RouteConfig) -> Mapping[str, Any]:
         "allowed_topics": list(config.allowed_topics),
         "forward_headers": list(config.forward_headers),
         "max_body_bytes": config.max_body_bytes,
+        "batch": config.batch,
+        "max_batch_records": config.max_batch_records if config.batch else None,
+        "schema": None if schema is None else schema.source,
+        "schema_draft": None if schema is None else schema.draft,
+        "schema_checks_per_value": None if schema is None else schema.checks_per_value,
     }

@@ -33,12 +33,14 @@ from kafkaupstream.plugin.answers import (
     TOO_MANY_PRODUCERS,
     UNKNOWN_HEADER_TOPIC,
     RequestError,
+    batch_answer,
     outcome_answer,
     topic_lookup_failed,
 )
 from kafkaupstream.plugin.answers import route_config_invalid as config_invalid_answer
+from kafkaupstream.plugin.batch import build_batch, check_content_type
 from kafkaupstream.plugin.config import RouteConfig, RouteConfigError, parse_route_config
-from kafkaupstream.plugin.record import build_record, route_request
+from kafkaupstream.plugin.record import Routing, build_record, route_request
 from kafkaupstream.producers import (
     Backpressure,
     PooledProducer,
@@ -134,6 +136,8 @@ class KafkaUpstreamPlugin(Plugin):
         config: RouteConfig = state
         try:
             routing = route_request(config, request.headers)
+            if config.batch is not None:
+                check_content_type(config, request.headers)
         except RequestError as exc:
             log_event(log, logging.DEBUG, "request_refused", status=exc.status, error=exc.code)
             return exc.answer()
@@ -160,6 +164,8 @@ class KafkaUpstreamPlugin(Plugin):
         # body, its record, a wait on the delivery report) is what the cap bounds.
         self._in_flight += 1
         try:
+            if config.batch is not None:
+                return await self._handle_batch(config, routing, body)
             try:
                 if len(body) > _OFF_LOOP_BYTES:
                     record = await asyncio.to_thread(build_record, config, routing, body)
@@ -217,6 +223,32 @@ class KafkaUpstreamPlugin(Plugin):
             log, logging.DEBUG, "request_refused", status=404, error="unknown_topic_or_partition"
         )
         return UNKNOWN_HEADER_TOPIC
+
+    async def _handle_batch(self, config: RouteConfig, routing: Routing, body: bytes) -> Answer:
+        """A batch route's request: every record built before any is produced, one answer."""
+        try:
+            if len(body) > _OFF_LOOP_BYTES:
+                records = await asyncio.to_thread(build_batch, config, routing, body)
+            else:
+                records = build_batch(config, routing, body)
+        except RequestError as exc:
+            log_event(log, logging.DEBUG, "request_refused", status=exc.status, error=exc.code)
+            return exc.answer()
+        producer = self._producer(config)
+        if isinstance(producer, Answer):
+            return producer
+        try:
+            outcomes = await producer.produce_all(
+                records, wait=config.sync, timeout=config.timeout_ms / 1000
+            )
+        except ProducerClosedError:
+            return SHUTTING_DOWN
+        answer = batch_answer(
+            routing.topic, outcomes, sync=config.sync, timeout_ms=config.timeout_ms
+        )
+        if answer.status == 503 and type(outcomes[0]) is Backpressure:
+            self.refused_queue_full += 1
+        return answer
 
     def _refuse_over_cap(self) -> Answer:
         # One warning per interval with the number refused since the last one, not one per

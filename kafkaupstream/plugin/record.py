@@ -19,7 +19,13 @@ from fnmatch import fnmatchcase
 
 from jmespath.exceptions import JMESPathError
 
-from kafkaupstream.plugin.answers import RequestError, bad_header, record_too_large
+from kafkaupstream.plugin.answers import (
+    RequestError,
+    bad_header,
+    record_too_large,
+    schema_violation,
+    unsupported_media_type,
+)
 from kafkaupstream.plugin.config import RouteConfig, is_legal_topic
 from kafkaupstream.plugin.jsonbody import (
     IntegerText,
@@ -28,11 +34,14 @@ from kafkaupstream.plugin.jsonbody import (
     is_json_content_type,
     parse,
 )
+from kafkaupstream.plugin.schema import violations
 from kafkaupstream.producers import KafkaRecord
 from kafkaupstream.protocol import Entries
 
 _PARTITION = re.compile(r"^-?[0-9]{1,10}\Z")
 _CONTROL_CHARACTER = re.compile(r"[\x00-\x1f\x7f]")
+#: Stands for "the body was not parsed yet" (``None`` is a JSON body's value).
+_UNPARSED = object()
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,26 +80,21 @@ def route_request(config: RouteConfig, headers: Entries) -> Routing:
         if name == "content-type" and content_type is None:
             content_type = value
     header_key = found.get(key_header)
+    json_body = is_json_content_type(content_type)
+    if config.schema is not None and config.batch is None and not json_body:
+        raise unsupported_media_type()  # batch routes check their own content types
     return Routing(
         topic=_topic(config, found.get(topic_header)),
         partition=_partition(config, found.get(partition_header)),
         header_key=_raw(header_key) if header_key else None,
-        json_body=is_json_content_type(content_type),
+        json_body=json_body,
         record_headers=tuple(forwarded),
     )
 
 
 def build_record(config: RouteConfig, routing: Routing, body: bytes) -> KafkaRecord:
     """Apply the body half (size, JSON, jsonkey); raises :class:`RequestError`."""
-    if not body:
-        # The original produced a null value here: a tombstone for whatever key applied.
-        raise RequestError(400, "empty_body", "the request has no body; send the record value")
-    if len(body) > config.max_body_bytes:
-        raise RequestError(
-            413,
-            "body_too_large",
-            f"the body has {len(body)} bytes; this route accepts at most {config.max_body_bytes}",
-        )
+    check_body(config, body)
     value = body
     if routing.json_body:
         try:
@@ -100,9 +104,15 @@ def build_record(config: RouteConfig, routing: Routing, body: bytes) -> KafkaRec
     if config.max_record_bytes is not None and len(value) > config.max_record_bytes:
         # librdkafka would refuse it at produce time anyway: refuse it before jsonkey parses it.
         raise record_too_large()
+    document: object = _UNPARSED
+    if config.schema is not None:  # only JSON gets here: single bodies by type, batch records
+        document = parse(value)
+        found = violations(config.schema, document)
+        if found:
+            raise schema_violation([(v.pointer, v.keyword) for v in found])
     key = routing.header_key
     if key is None and routing.json_body and config.jsonkey is not None:
-        key = _json_key(config, value)
+        key = _json_key(config, parse(value) if document is _UNPARSED else document)
     if key is None:
         key = config.key
     return KafkaRecord(
@@ -112,6 +122,19 @@ def build_record(config: RouteConfig, routing: Routing, body: bytes) -> KafkaRec
         partition=routing.partition,
         headers=routing.record_headers,
     )
+
+
+def check_body(config: RouteConfig, body: bytes) -> None:
+    """A body must exist and fit ``max_body_bytes`` (a batch's whole body, too)."""
+    if not body:
+        # The original produced a null value here: a tombstone for whatever key applied.
+        raise RequestError(400, "empty_body", "the request has no body; send the record value")
+    if len(body) > config.max_body_bytes:
+        raise RequestError(
+            413,
+            "body_too_large",
+            f"the body has {len(body)} bytes; this route accepts at most {config.max_body_bytes}",
+        )
 
 
 def _topic(config: RouteConfig, header: str | None) -> str:
@@ -139,10 +162,10 @@ def _partition(config: RouteConfig, header: str | None) -> int:
     return int(header)
 
 
-def _json_key(config: RouteConfig, value: bytes) -> bytes:
+def _json_key(config: RouteConfig, document: object) -> bytes:
     assert config.jsonkey is not None
     try:
-        found = config.jsonkey.search(parse(value))
+        found = config.jsonkey.search(document)
     except (JMESPathError, RecursionError):  # e.g. abs() of a string: a fault of the body
         raise RequestError(
             422,

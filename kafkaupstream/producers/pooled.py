@@ -16,10 +16,10 @@ import asyncio
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
-from typing import Any, TypeAlias
+from typing import Any, TypeAlias, cast
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
@@ -129,6 +129,13 @@ def _settle(future: asyncio.Future[DeliveryOutcome], outcome: DeliveryOutcome) -
         future.set_result(outcome)
 
 
+def _settle_all(futures: list[asyncio.Future[DeliveryOutcome]], outcome: DeliveryOutcome) -> None:
+    """Runs on the loop: a batch's deadline passed; the reports still missing time out."""
+    for future in futures:
+        if not future.done():
+            future.set_result(outcome)
+
+
 class PooledProducer:
     """A producer shared by every route whose config has this :class:`ConfigKey`."""
 
@@ -222,6 +229,53 @@ class PooledProducer:
         finally:
             timer.cancel()
             self._waiters -= 1
+
+    async def produce_all(
+        self, records: Sequence[KafkaRecord], *, wait: bool, timeout: float
+    ) -> list[DeliveryOutcome]:
+        """:meth:`produce` for many records in order, one outcome each; one deadline for all.
+
+        Queueing stops at the first full queue and every later record gets the same
+        :class:`Backpressure` unqueued, so a client that resends the refused ones keeps their
+        order. A record refused for itself (:class:`Failed`) does not stop the others.
+        """
+        if self._closed:
+            raise ProducerClosedError(f"{self.name} is closed")
+        outcomes: list[DeliveryOutcome | None] = []
+        waiting: list[tuple[int, asyncio.Future[DeliveryOutcome]]] = []
+        loop = asyncio.get_running_loop()
+        bridge = self._bridge
+        if bridge is None or bridge.loop is not loop:
+            bridge = self._bridge = ReportBridge(loop)
+        for record in records:
+            outcome: DeliveryOutcome | None
+            if wait:
+                future: asyncio.Future[DeliveryOutcome] = loop.create_future()
+                outcome = self._produce(record, partial(self._on_watched_delivery, bridge, future))
+                if outcome is None:
+                    waiting.append((len(outcomes), future))
+            else:
+                refused = self._produce(record, self._on_unwatched_delivery)
+                outcome = Queued(record.topic) if refused is None else refused
+            outcomes.append(outcome)
+            if type(outcome) is Backpressure:
+                outcomes.extend([outcome] * (len(records) - len(outcomes)))
+                break
+        if waiting:
+            futures = [future for _, future in waiting]
+            self._waiters += len(futures)
+            timer = loop.call_at(
+                loop.time() + timeout, _settle_all, futures, DeliveryTimeout(timeout)
+            )
+            try:
+                for future in futures:
+                    await future
+            finally:
+                timer.cancel()
+                self._waiters -= len(futures)
+            for index, future in waiting:
+                outcomes[index] = future.result()
+        return cast(list[DeliveryOutcome], outcomes)
 
     def _produce(
         self, record: KafkaRecord, on_delivery: Callable[[KafkaError | None, Message], None]

@@ -10,7 +10,6 @@ import contextlib
 import json
 import os
 import re
-import shlex
 import shutil
 import signal
 import socket
@@ -162,6 +161,40 @@ def test_jsonkey_route_takes_the_key_from_the_body(demo: Demo) -> None:
     assert demo.record_at(response.json()).key == b"42"
 
 
+def test_schema_route_produces_a_valid_body_and_refuses_a_violation(demo: Demo) -> None:
+    valid = demo.post("/kafkaupstream-schema", '{"user": {"id": 42}, "action": "login"}', **JSON)
+    assert valid.status_code == 200, valid.text
+    assert demo.record_at(valid.json()).value == b'{"user":{"id":42},"action":"login"}'
+    since = len(demo.process.stdout)
+    refused = demo.post(
+        "/kafkaupstream-schema", '{"user": {"id": "42"}, "action": "login"}', **JSON
+    )
+    assert refused.status_code == 422, refused.text
+    assert refused.json()["violations"] == [{"pointer": "/user/id", "keyword": "type"}]
+    demo.process.wait_for(
+        r"^http   POST /kafkaupstream-schema -> 422 .*schema_violation", since=since
+    )
+
+
+def test_batch_route_produces_one_record_per_ndjson_line_keyed_by_each(demo: Demo) -> None:
+    lines = ['{ "user": {"id": "7"}, "n": 1 }', '{"user": {"id": "8"}, "n": 2}']
+    response = demo.post(
+        "/kafkaupstream-batch",
+        "\n".join(lines) + "\n",
+        **{"content-type": "application/x-ndjson"},
+    )
+
+    assert response.status_code == 200, response.text
+    answer = response.json()
+    assert (answer["delivered"], answer["failed"]) == (2, 0)
+    records = [demo.record_at({"topic": answer["topic"], **entry}) for entry in answer["records"]]
+    assert [(r.key, r.value) for r in records] == [
+        (b"7", b'{"user":{"id":"7"},"n":1}'),
+        (b"8", b'{"user":{"id":"8"},"n":2}'),
+    ]
+    demo.wait_for_live_line(records[1])
+
+
 def test_invalid_json_is_refused_and_shown(demo: Demo) -> None:
     since = len(demo.process.stdout)
     response = demo.post("/kafkaupstream", '{"hello": ', **JSON)
@@ -174,8 +207,9 @@ def test_invalid_json_is_refused_and_shown(demo: Demo) -> None:
 
 @pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")
 def test_every_printed_curl_command_gets_the_answer_it_promises(demo: Demo) -> None:
-    commands = [line.strip() for line in demo.process.stdout if line.startswith("  curl ")]
-    promised = [200, 200, 200, 400, 403, 200]
+    printed = demo.process.stdout
+    commands = [line.strip() for line in printed if re.match(r"  (curl|printf) ", line)]
+    promised = [200, 200, 200, 400, 403, 200, 200, 422, 200]
     assert len(commands) == len(promised), commands
     assert commands[0] == (
         "curl -X POST -H 'content-type: application/json' --data '{ \"hello\" : \"world\" }' "
@@ -183,8 +217,10 @@ def test_every_printed_curl_command_gets_the_answer_it_promises(demo: Demo) -> N
     )
     got = []
     for command in commands:
-        args = [*shlex.split(command), "-s", "-o", "/dev/null", "-w", "%{http_code}"]
-        got.append(int(subprocess.run(args, capture_output=True, text=True, timeout=15).stdout))
+        # As pasted into a POSIX shell (the batch example pipes printf into curl).
+        script = f"{command} -s -o /dev/null -w '%{{http_code}}'"
+        done = subprocess.run(["sh", "-c", script], capture_output=True, text=True, timeout=15)
+        got.append(int(done.stdout))
     assert got == promised, list(zip(commands, got, strict=True))
 
 

@@ -74,7 +74,12 @@ def test_print_routes_is_an_apisix_yaml_for_the_given_broker(tmp_path: Path) -> 
 
     config = load_config(path)
 
-    assert [r.uris for r in config.routes] == [("/kafkaupstream",), ("/kafkaupstream-jsonkey",)]
+    assert [r.uris for r in config.routes] == [
+        ("/kafkaupstream",),
+        ("/kafkaupstream-jsonkey",),
+        ("/kafkaupstream-schema",),
+        ("/kafkaupstream-batch",),
+    ]
     for route in config.routes:
         assert route.pre_req is not None and route.pre_req.conf is not None
         ((name, value),) = route.pre_req.conf

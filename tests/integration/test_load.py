@@ -199,3 +199,62 @@ def test_floor_bench_row_smoke():
     assert row.rate is not None and row.rate > 0
     assert row.answers.startswith("200: ") and "(" not in row.answers
     assert {"server", "load"} <= row.cpu.keys()
+
+
+def test_batch_bodies_are_ndjson_lines_of_the_record_size_each_with_its_own_id():
+    bodies = make_template("b", "json", 200, records=3)
+    body = bodies.body(42)
+    lines = body.split(b"\n")
+    assert lines[-1] == b"" and len(lines) == 4 and len(body) == bodies.size == 600
+    assert [json.loads(line)["id"] for line in lines[:3]] == [
+        "b-0000000042-0000",
+        "b-0000000042-0001",
+        "b-0000000042-0002",
+    ]
+    assert bodies.content_type == "application/x-ndjson"
+    with pytest.raises(ValueError):
+        make_template("b", "pretty-json", 200, records=3)
+
+
+def test_a_batch_load_run_is_verified_record_by_record_in_the_broker(broker, new_topic):
+    topic = new_topic(1)
+    with RunnerProcess(args=["--workers", "1"]) as kafka_runner:
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "harness.load",
+                "--socket",
+                kafka_runner.socket_path,
+                "--verify-broker",
+                broker.bootstrap,
+                "--topic",
+                topic,
+                "--delivery",
+                "async",
+                "--batch",
+                "20",
+                "--body-size",
+                "200",
+                "--requests",
+                "30",
+                "--warmup",
+                "0",
+                "-c",
+                "2",
+                "--json",
+                "--no-progress",
+            ],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        )
+    summary = json.loads(done.stdout)
+    assert summary["statuses"] == {"202": 30}
+    assert summary["records_per_request"] == 20
+    assert summary["records_per_s"] == pytest.approx(summary["req_per_s"] * 20)
+    broker_check = summary["broker"]
+    assert (broker_check["expected"], broker_check["confirmed"]) == (600, 600)
+    assert (broker_check["missing"], broker_check["duplicates"]) == (0, 0)

@@ -397,6 +397,36 @@ def test_a_single_process_runner_serves_metrics_health_ok_and_ready(broker: Embe
     assert not os.path.exists(directory)  # removed at exit
 
 
+def test_batches_count_every_record_and_a_partial_one_as_207(broker: EmbeddedBroker) -> None:
+    topic = f"metrics-batch-{os.getpid()}"
+    broker.create_topics({topic: 1})
+    batch = route(
+        "batch", conf(broker.bootstrap, topic, {"message.max.bytes": 2000}, batch="ndjson")
+    )
+    ndjson = ("Content-Type", "application/x-ndjson")
+    whole = b"".join(b'{"n": %d}\n' % i for i in range(5))
+    partial = b'{"n": 5}\n{"pad": "' + b"x" * 5000 + b'"}\n{"n": 7}\n'
+    with metrics_runner(1) as proc:
+        base = base_url(proc)
+        sent = [
+            ClientRequest("POST", "/kafkaupstream", headers=(ndjson,), body=body)
+            for body in (whole, partial)
+        ]
+        assert statuses(proc, batch, *sent) == [200, 207]
+
+        def folded() -> Samples:
+            samples = scrape(base)[0]
+            return samples if value(samples, "kafkaupstream_delivery_seconds_count") == 7 else {}
+
+        samples = eventually(folded, what="seven delivery reports counted")
+        requests = "kafkaupstream_requests_total"
+        assert value(samples, requests, route="batch", status="200", error="") == 1
+        assert value(samples, requests, route="batch", status="207", error="") == 1
+        assert value(samples, "kafkaupstream_records_produced_total", topic=topic) == 7
+        failed = "kafkaupstream_records_failed_total"
+        assert value(samples, failed, topic=topic, error="MSG_SIZE_TOO_LARGE") == 1
+
+
 def test_metrics_are_off_by_default() -> None:
     with RunnerProcess(workers=2) as proc:
         pids = [proc.pid, *proc.worker_pids()]

@@ -121,3 +121,20 @@ def test_standard_input_is_read_with_a_dash() -> None:
     )
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["effective"]["jsonkey"] == "user.id"
+
+
+def test_check_config_validates_the_schema_and_prints_it(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    schema = {"type": "object", "properties": {"id": {"type": "integer", "minimum": 1}}}
+    value = json.dumps({"config": {"bootstrap.servers": "k:9092"}, "topic": "t", "schema": schema})
+    assert main(["check-config", value]) == 0
+    effective = json.loads(capsys.readouterr().out)["effective"]
+    assert effective["schema"] == schema
+    assert effective["schema_draft"] == "2020-12"
+    assert effective["schema_checks_per_value"] == 1
+    remote = json.dumps(
+        {"config": {"bootstrap.servers": "k:9092"}, "topic": "t", "schema": {"$ref": "http://x/"}}
+    )
+    assert main(["check-config", remote]) == 1
+    assert "value: schema: a $ref" in capsys.readouterr().err

@@ -2,9 +2,10 @@
 
 It runs the record path for real: a Tansu broker, the runner, the gateway with its recording
 hook, and the sample's requests sent over HTTP one after the other. Then each exchange gets its
-note and, for a 200, the key and headers of the record read back from the broker, so that
-``replay --verify-broker`` checks the key precedence too. Every answer's status is checked
-against the one the case expects: a regeneration that would record a regression fails instead.
+note and, for a 200 (or a batch's 207), the key and headers of every record read back from the
+broker, so that ``replay --verify-broker`` checks the key precedence too. Every answer's status
+is checked against the one the case expects: a regeneration that would record a regression
+fails instead.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from pathlib import Path
 
 from harness.broker import EmbeddedBroker, free_port
 from harness.gateway import GatewayThread
-from harness.replay.broker_check import as_expected, check_record, records_for
+from harness.replay.broker_check import as_expected, check_records, is_batch, records_for
 from harness.replay.format import Exchange
 from harness.replay.loader import load_recording
 from harness.replay.recorder import RecordingWriter, recording_hook
@@ -75,14 +76,18 @@ def annotate(exchanges: list[Exchange], bootstrap: str) -> list[Exchange]:
     found = records_for(bootstrap, {i: e.answer for i, e in enumerate(exchanges)})
     out = []
     for i, (case, exchange) in enumerate(zip(CASES, exchanges, strict=True)):
-        expected = None
+        annotated = dataclasses.replace(exchange, note=case.note)
         if i in found:
-            where, record = found[i]
-            problems = check_record(exchange.request, None, record, where)
-            if problems or record is None:
+            batch = is_batch(exchange.answer)
+            problems = check_records(exchange.request, None, found[i], batch=batch)
+            if problems:
                 raise SampleError(f"{case.note}: {problems}")
-            expected = as_expected(record)
-        out.append(dataclasses.replace(exchange, note=case.note, record=expected))
+            records = tuple(None if r is None else as_expected(r) for _, r in found[i])
+            if batch:
+                annotated = dataclasses.replace(annotated, records=records)
+            else:
+                annotated = dataclasses.replace(annotated, record=records[0])
+        out.append(annotated)
     return out
 
 

@@ -34,10 +34,19 @@ class Case:
 
 
 J = ("Content-Type", "application/json")
+NDJSON = ("Content-Type", "application/x-ndjson")
 
 
 def _user(uid: object, **more: Any) -> bytes:
     return json.dumps({"user": {"id": uid}, **more}).encode()
+
+
+def _lines(*uids: object, **more: Any) -> bytes:
+    """An NDJSON body: one record a line, spelled with spaces (each lands compacted)."""
+    return b"".join(
+        json.dumps({"user": {"id": uid}, **more}, separators=(" , ", " : ")).encode() + b"\n"
+        for uid in uids
+    )
 
 
 CASES = [
@@ -242,6 +251,55 @@ CASES = [
         503,
         (),
         b"x" * 2048,
+    ),
+    Case(
+        "a batch: a record a line, each keyed by its own user.id, all with x-request-id",
+        "/replay/batch",
+        200,
+        (NDJSON, ("x-request-id", "batch-1")),
+        _lines("b-1", "b-2", "b-3", "b-4"),
+    ),
+    Case(
+        "a batch with one record over message.max.bytes: 207, only that record failed",
+        "/replay/batch",
+        207,
+        (NDJSON,),
+        _lines("b-5") + _user("b-6", pad="x" * 2000) + b"\n" + _lines("b-7"),
+    ),
+    Case(
+        "an invalid line refuses the whole batch: 400 naming record 1, nothing produced",
+        "/replay/batch",
+        400,
+        (NDJSON,),
+        _lines("b-8") + b'{"user": }\n' + _lines("b-9"),
+    ),
+    Case(
+        "a record without its jsonkey refuses the whole batch: 422 naming record 0",
+        "/replay/batch",
+        422,
+        (NDJSON,),
+        b'{"no": "id"}\n' + _lines("b-10"),
+    ),
+    Case(
+        "a batch route takes no form bodies: 415",
+        "/replay/batch",
+        415,
+        (("Content-Type", "application/x-www-form-urlencoded"),),
+        b"a=1",
+    ),
+    Case(
+        "a JSON array batch: every element a record, compacted, in order",
+        "/replay/batch-array",
+        200,
+        (J,),
+        b'[ {"a" : 1} , "two" , [ 3 ] ]',
+    ),
+    Case(
+        "more records than max_batch_records: 413 naming the first one over",
+        "/replay/batch-array",
+        413,
+        (J,),
+        b"[1, 2, 3, 4]",
     ),
     Case("no delivery report within timeout_ms: 504", "/replay/dead-timeout", 504, (), b"x"),
     Case(
