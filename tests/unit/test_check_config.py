@@ -121,3 +121,12 @@ def test_standard_input_is_read_with_a_dash() -> None:
     )
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["effective"]["jsonkey"] == "user.id"
+
+
+@pytest.mark.parametrize(
+    "route", sorted((Path(__file__).resolve().parents[2] / "examples" / "routes").glob("*.json"))
+)
+def test_every_example_route_passes_check_config(
+    route: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["check-config", f"@{route}"]) == 0, capsys.readouterr()
