@@ -1,4 +1,5 @@
-"""The ``kafkaupstream`` plugin: every request on the route becomes one Kafka record.
+"""The ``kafkaupstream`` plugin: every request on the route becomes one Kafka record (a batch
+route's request many: ``batch.py``).
 
 PrepareConf validates the route's configuration once; each request then goes headers first
 (refused before its body is fetched when it cannot be served), body second, then to the

@@ -7,6 +7,7 @@ Every record of a batch is read back at the partition and offset its entry of th
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -173,6 +174,20 @@ def test_a_batch_none_of_whose_records_is_delivered_gets_the_single_record_statu
     body = assert_error(answer, 503, "kafka_unavailable")
     assert (body["delivered"], body["failed"]) == (0, 3)
     assert [e["error"] for e in body["records"]] == ["kafka_unavailable"] * 3
+
+
+def test_a_sync_batch_waits_one_timeout_ms_for_all_its_records_then_answers_504(
+    runner: RunnerProcess,
+) -> None:
+    dead = f"127.0.0.1:{free_port()}"
+    value = route(dead, topic="t", batch="ndjson", timeout_ms=400)
+    started = time.monotonic()
+    answer = send(runner, value, b"".join(b"%d\n" % i for i in range(20)), NDJSON)
+    body = assert_error(answer, 504, "delivery_timeout")
+    # 20 deadlines one after the other would take 8 s.
+    assert time.monotonic() - started < 4.0, "one deadline for the batch, not one per record"
+    assert (body["delivered"], body["failed"]) == (0, 20)
+    assert [e["error"] for e in body["records"]] == ["delivery_timeout"] * 20
 
 
 def test_async_batch_is_202_with_the_queued_count_and_every_record_arrives(
