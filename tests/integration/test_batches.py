@@ -265,3 +265,20 @@ def test_a_streamed_ndjson_batch_through_the_http_gateway_is_answered_207_multi_
     landed = read_records(topic, expected=2)
     assert [(r.key, r.value) for r in landed] == [(b"a", b'{"id":"a"}'), (b"c", b'{"id":"c"}')]
     assert [r.offset for r in landed] == [e["offset"] for e in body["records"] if "offset" in e]
+
+
+def test_a_batch_over_256_kib_is_split_off_the_loop_and_lands_whole_in_order(
+    runner: RunnerProcess, broker: EmbeddedBroker, new_topic: NewTopic, read_records: ReadRecords
+) -> None:
+    topic = new_topic(1)
+    value = route(broker.bootstrap, topic=topic, batch="json-array", max_batch_records=2000)
+    docs = [{"n": i, "pad": "y" * 180} for i in range(2000)]
+    body = json.dumps(docs, indent=1).encode()
+    assert len(body) > 256 * 1024
+    answer = send(runner, value, body, JSON)
+    assert answer.status == 200, answer.body[:300]
+    entries = body_of(answer)["records"]
+    first = entries[0]["offset"]
+    assert [e["offset"] for e in entries] == list(range(first, first + 2000))
+    landed = read_records(topic, expected=2000)
+    assert [r.value for r in landed] == [compacted(d) for d in docs]
