@@ -33,7 +33,7 @@ def runner() -> Iterator[RunnerProcess]:
         yield proc
 
 
-def ndjson(*docs: Any, indent: int | None = 1) -> bytes:
+def ndjson(*docs: Any) -> bytes:
     """Records as JSON Lines, each spelled with whitespace (the runner must compact it)."""
     return b"".join(json.dumps(d, separators=(" , ", " : ")).encode() + b"\n" for d in docs)
 
