@@ -79,8 +79,8 @@ class Recorder:
         )
         self._refusals = Counter(
             "kafkaupstream_backpressure_refusals",
-            "Requests refused with 503 backpressure: producer queue full, over --max-in-flight, "
-            "or over --max-awaiting-body",
+            "Requests refused with 503 backpressure (or a batch's 207 for it): producer queue "
+            "full, over --max-in-flight, or over --max-awaiting-body",
             ("reason",),
             registry=None,
         )

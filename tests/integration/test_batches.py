@@ -7,6 +7,7 @@ Every record of a batch is read back at the partition and offset its entry of th
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -32,7 +33,7 @@ def runner() -> Iterator[RunnerProcess]:
         yield proc
 
 
-def ndjson(*docs: Any, indent: int | None = 1) -> bytes:
+def ndjson(*docs: Any) -> bytes:
     """Records as JSON Lines, each spelled with whitespace (the runner must compact it)."""
     return b"".join(json.dumps(d, separators=(" , ", " : ")).encode() + b"\n" for d in docs)
 
@@ -149,9 +150,18 @@ def test_one_record_over_message_max_bytes_gives_207_with_exactly_that_record_fa
     runner: RunnerProcess, broker: EmbeddedBroker, new_topic: NewTopic, read_records: ReadRecords
 ) -> None:
     topic = new_topic(1)
-    value = route(broker.bootstrap, topic=topic, batch="ndjson", config={"message.max.bytes": 2000})
-    docs: list[Any] = [{"n": i} for i in range(5)]
-    docs[3] = {"n": 3, "pad": "x" * 5000}
+    value = route(
+        broker.bootstrap,
+        topic=topic,
+        batch="ndjson",
+        jsonkey="id",
+        config={"message.max.bytes": 2000},
+    )
+    docs: list[Any] = [{"id": str(i)} for i in range(5)]
+    # The value alone fits (so the batch passes validation); with its 300-byte key it does not,
+    # which only librdkafka finds out, for this record alone.
+    docs[3] = {"id": "k" * 300, "pad": "x" * 1600}
+    assert len(compacted(docs[3])) < 2000 < len(compacted(docs[3])) + 300
     answer = send(runner, value, ndjson(*docs), NDJSON)
     assert answer.status == 207, answer.body
     body = body_of(answer)
@@ -164,6 +174,18 @@ def test_one_record_over_message_max_bytes_gives_207_with_exactly_that_record_fa
     assert len(read_records(topic, timeout=1.0)) == 4, "nothing else reached the topic"
 
 
+def test_a_record_whose_value_is_over_message_max_bytes_refuses_the_batch_413_naming_it(
+    runner: RunnerProcess, broker: EmbeddedBroker, new_topic: NewTopic, read_records: ReadRecords
+) -> None:
+    topic = new_topic(1)
+    value = route(broker.bootstrap, topic=topic, batch="ndjson", config={"message.max.bytes": 2000})
+    docs: list[Any] = [{"n": i} for i in range(5)]
+    docs[3] = {"n": 3, "pad": "x" * 5000}
+    body = assert_error(send(runner, value, ndjson(*docs), NDJSON), 413, "body_too_large")
+    assert body["record"] == 3 and body["message"].startswith("record 3: ")
+    assert read_records(topic, timeout=0.5) == [], "validation is all or nothing"
+
+
 def test_a_batch_none_of_whose_records_is_delivered_gets_the_single_record_status(
     runner: RunnerProcess,
 ) -> None:
@@ -173,6 +195,20 @@ def test_a_batch_none_of_whose_records_is_delivered_gets_the_single_record_statu
     body = assert_error(answer, 503, "kafka_unavailable")
     assert (body["delivered"], body["failed"]) == (0, 3)
     assert [e["error"] for e in body["records"]] == ["kafka_unavailable"] * 3
+
+
+def test_a_sync_batch_waits_one_timeout_ms_for_all_its_records_then_answers_504(
+    runner: RunnerProcess,
+) -> None:
+    dead = f"127.0.0.1:{free_port()}"
+    value = route(dead, topic="t", batch="ndjson", timeout_ms=400)
+    started = time.monotonic()
+    answer = send(runner, value, b"".join(b"%d\n" % i for i in range(20)), NDJSON)
+    body = assert_error(answer, 504, "delivery_timeout")
+    # 20 deadlines one after the other would take 8 s.
+    assert time.monotonic() - started < 4.0, "one deadline for the batch, not one per record"
+    assert (body["delivered"], body["failed"]) == (0, 20)
+    assert [e["error"] for e in body["records"]] == ["delivery_timeout"] * 20
 
 
 def test_async_batch_is_202_with_the_queued_count_and_every_record_arrives(
@@ -234,7 +270,9 @@ def test_a_streamed_ndjson_batch_through_the_http_gateway_is_answered_207_multi_
             },
         }
     )
-    lines = [b'{"id": "a"}\n', b'{"id": "b", "pad": "' + b"x" * 3000 + b'"}\n', b'{"id": "c"}\n']
+    # "b": its value fits message.max.bytes, not with its 300-byte key: librdkafka refuses it alone.
+    long_b = b'{"id": "' + b"b" * 300 + b'", "pad": "' + b"x" * 1600 + b'"}\n'
+    lines = [b'{"id": "a"}\n', long_b, b'{"id": "c"}\n']
     with GatewayThread(routes, runner.socket_path) as gateway:
         # A generator body: requests sends it chunked, as a client streaming its lines would.
         answer = requests.post(
@@ -250,3 +288,20 @@ def test_a_streamed_ndjson_batch_through_the_http_gateway_is_answered_207_multi_
     landed = read_records(topic, expected=2)
     assert [(r.key, r.value) for r in landed] == [(b"a", b'{"id":"a"}'), (b"c", b'{"id":"c"}')]
     assert [r.offset for r in landed] == [e["offset"] for e in body["records"] if "offset" in e]
+
+
+def test_a_batch_over_256_kib_is_split_off_the_loop_and_lands_whole_in_order(
+    runner: RunnerProcess, broker: EmbeddedBroker, new_topic: NewTopic, read_records: ReadRecords
+) -> None:
+    topic = new_topic(1)
+    value = route(broker.bootstrap, topic=topic, batch="json-array", max_batch_records=2000)
+    docs = [{"n": i, "pad": "y" * 180} for i in range(2000)]
+    body = json.dumps(docs, indent=1).encode()
+    assert len(body) > 256 * 1024
+    answer = send(runner, value, body, JSON)
+    assert answer.status == 200, answer.body[:300]
+    entries = body_of(answer)["records"]
+    first = entries[0]["offset"]
+    assert [e["offset"] for e in entries] == list(range(first, first + 2000))
+    landed = read_records(topic, expected=2000)
+    assert [r.value for r in landed] == [compacted(d) for d in docs]

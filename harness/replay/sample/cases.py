@@ -260,11 +260,19 @@ CASES = [
         _lines("b-1", "b-2", "b-3", "b-4"),
     ),
     Case(
-        "a batch with one record over message.max.bytes: 207, only that record failed",
+        "a batch with one record whose value fits message.max.bytes but not with its key: "
+        "207, only that record failed",
         "/replay/batch",
         207,
         (NDJSON,),
-        _lines("b-5") + _user("b-6", pad="x" * 2000) + b"\n" + _lines("b-7"),
+        _lines("b-5") + _user("b-6" + "k" * 300, pad="x" * 600) + b"\n" + _lines("b-7"),
+    ),
+    Case(
+        "a batch with one record over message.max.bytes: 413 naming it, nothing produced",
+        "/replay/batch",
+        413,
+        (NDJSON,),
+        _lines("b-8") + _user("b-9", pad="x" * 2000) + b"\n" + _lines("b-10"),
     ),
     Case(
         "an invalid line refuses the whole batch: 400 naming record 1, nothing produced",
@@ -300,6 +308,13 @@ CASES = [
         413,
         (J,),
         b"[1, 2, 3, 4]",
+    ),
+    Case(
+        "async batch: a record bigger than the queue stops queueing there: 207, Retry-After",
+        "/replay/batch-backpressure",
+        207,
+        (NDJSON,),
+        b'{"n": 1}\n{"pad": "' + b"x" * 2048 + b'"}\n{"n": 3}\n',
     ),
     Case("no delivery report within timeout_ms: 504", "/replay/dead-timeout", 504, (), b"x"),
     Case(
