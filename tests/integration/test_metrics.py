@@ -405,14 +405,17 @@ def test_batches_count_every_record_and_a_partial_one_as_207(broker: EmbeddedBro
     )
     ndjson = ("Content-Type", "application/x-ndjson")
     whole = b"".join(b'{"n": %d}\n' % i for i in range(5))
-    partial = b'{"n": 5}\n{"pad": "' + b"x" * 5000 + b'"}\n{"n": 7}\n'
+    # The middle record's value fits message.max.bytes, not with the 300-byte key: librdkafka
+    # refuses that record alone.
+    partial = b'{"n": 5}\n{"pad": "' + b"x" * 1750 + b'"}\n{"n": 7}\n'
+    long_key = ("key", "k" * 300)
     full = {"linger.ms": 60_000, "queue.buffering.max.messages": 2}
     queued = route("queued", conf(broker.bootstrap, topic, full, batch="ndjson", delivery="async"))
     with metrics_runner(1) as proc:
         base = base_url(proc)
         sent = [
-            ClientRequest("POST", "/kafkaupstream", headers=(ndjson,), body=body)
-            for body in (whole, partial)
+            ClientRequest("POST", "/kafkaupstream", headers=(ndjson,), body=whole),
+            ClientRequest("POST", "/kafkaupstream", headers=(ndjson, long_key), body=partial),
         ]
         assert statuses(proc, batch, *sent) == [200, 207]
         assert statuses(proc, queued, sent[0]) == [207]  # 2 queued, 3 refused: queue full
