@@ -103,7 +103,8 @@ def _build_parser() -> argparse.ArgumentParser:
         default=None,
         metavar="S",
         help="with several workers, the parent kills and replaces a worker that sent no "
-        "heartbeat (one a second) for S seconds (default: KAFKAUPSTREAM_WORKER_TIMEOUT, else 10)",
+        "heartbeat (one a second) for S seconds, at least 3 (default: "
+        "KAFKAUPSTREAM_WORKER_TIMEOUT, else 10)",
     )
     run.add_argument(
         "--metrics-listen",
