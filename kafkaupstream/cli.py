@@ -94,8 +94,8 @@ def _build_parser() -> argparse.ArgumentParser:
         type=_seconds,
         default=None,
         metavar="S",
-        help="/health is degraded when a producer has had records pending for S seconds "
-        "without one successful delivery (default: KAFKAUPSTREAM_STALL_AFTER, else 10)",
+        help="/health is degraded when a producer has had records pending (or timing out) for "
+        "S seconds without one successful delivery (default: KAFKAUPSTREAM_STALL_AFTER, else 10)",
     )
     run.add_argument(
         "--worker-timeout",

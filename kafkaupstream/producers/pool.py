@@ -4,7 +4,8 @@ A producer costs four threads, five file descriptors and some CPU while idle, so
 keep one forever: its maintenance (once a second, on the event loop) releases a producer no
 request has used for ``idle_after_s`` (the runner sets it to the conf-token TTL plus a grace
 period: the tokens that used it have expired by then), and takes out of service a producer that
-has had records pending without a single successful delivery for its ``message.timeout.ms``
+has had records pending (or timing out) without one successful delivery for its
+``message.timeout.ms``
 (the next request gets a fresh client). A released or replaced producer is flushed, purged and
 closed by its own poll thread, off the event loop. ``max_producers`` bounds how many one pool
 holds: a request that would make one more is refused (:class:`ProducerLimitReached`).
@@ -192,7 +193,9 @@ class ProducerPool:
                     producer.used = False
                     producer.idle_since = now
                 stalled_s = producer.sample_progress(now)
-                if stalled_s >= producer.message_timeout_s and producer.dead is None:
+                # Sampled once a second, a record's whole timeout shows as up to a second less.
+                stalled_for_timeout = stalled_s >= producer.message_timeout_s - MAINTAIN_EVERY_S
+                if stalled_for_timeout and producer.dead is None:
                     self._retire(key, producer)
                     self.replaced += 1
                     log_event(

@@ -107,7 +107,7 @@ def test_a_frozen_broker_turns_health_degraded_naming_the_producer_then_ok_again
     [problem] = degraded
     # The producer, its worker and its brokers (host:port only), and why.
     assert f"producer producer-1 of worker pid {runner.pid}" in problem
-    assert broker.bootstrap in problem and "records pending" in problem
+    assert broker.bootstrap in problem and "records pending" in problem and "pending now" in problem
     logs = runner.logs()
     assert "event=delivery_stalled producer=producer-1" in logs
     assert "event=delivery_resumed producer=producer-1" in logs
