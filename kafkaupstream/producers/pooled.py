@@ -393,11 +393,15 @@ class PooledProducer:
             self._stalled_since = now
         return now - self._stalled_since
 
+    def stalled_for(self, now: float) -> float:
+        """Seconds stalled as of the last :meth:`sample_progress` (0: not stalled)."""
+        since = self._stalled_since
+        return 0.0 if since is None else now - since
+
     def stats(self) -> ProducerStats:
         """Queue depth (librdkafka's ``len``), waiting requests and delivery counters."""
         with self._client_lock:
             queue_depth = len(self._producer) if self._client_open else 0
-        stalled_since = self._stalled_since
         return ProducerStats(
             name=self.name,
             queue_depth=queue_depth,
@@ -407,7 +411,7 @@ class PooledProducer:
             backpressured=self._backpressured,
             last_error=self._errors.last,
             pending=self.pending,
-            stalled_s=0.0 if stalled_since is None else time.monotonic() - stalled_since,
+            stalled_s=self.stalled_for(time.monotonic()),
             last_delivery_error=self.last_delivery_error,
         )
 
