@@ -202,7 +202,8 @@ class ProducerPool:
                     producer.idle_since = now
                 stalled_s = producer.sample_progress(now)
                 # Sampled once a second, a record's whole timeout shows as up to a second less.
-                stalled_for_timeout = stalled_s >= producer.message_timeout_s - MAINTAIN_EVERY_S
+                timeout_s = producer.message_timeout_s
+                stalled_for_timeout = stalled_s >= timeout_s - min(MAINTAIN_EVERY_S, timeout_s / 2)
                 if stalled_for_timeout and producer.dead is None:
                     self._check_stalled(key, producer, now)
                 elif self._idle(producer, now):
