@@ -22,21 +22,28 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--bootstrap", default="localhost:29092", help="bootstrap.servers")
     parser.add_argument("--topic", default="kafkaupstream")
-    parser.add_argument("--idle", type=float, default=3.0,
-                        help="stop after this many seconds without a record (default 3)")
+    parser.add_argument(
+        "--idle",
+        type=float,
+        default=3.0,
+        help="stop after this many seconds without a record (default 3)",
+    )
     args = parser.parse_args()
 
-    consumer = Consumer({
-        "bootstrap.servers": args.bootstrap,
-        "group.id": "kafkaupstream-example",  # required by librdkafka, unused with assign()
-        "enable.auto.commit": False,
-    })
+    consumer = Consumer(
+        {
+            "bootstrap.servers": args.bootstrap,
+            "group.id": "kafkaupstream-example",  # required by librdkafka, unused with assign()
+            "enable.auto.commit": False,
+        }
+    )
     try:
         topic = consumer.list_topics(args.topic, timeout=10).topics[args.topic]
         if topic.error is not None:
             raise KafkaException(topic.error)
-        consumer.assign([TopicPartition(args.topic, p, OFFSET_BEGINNING)
-                         for p in sorted(topic.partitions)])
+        consumer.assign(
+            [TopicPartition(args.topic, p, OFFSET_BEGINNING) for p in sorted(topic.partitions)]
+        )
         last = time.monotonic()
         while time.monotonic() - last < args.idle:
             msg = consumer.poll(0.5)
@@ -45,13 +52,17 @@ def main() -> int:
             if msg.error() is not None:
                 raise KafkaException(msg.error())
             last = time.monotonic()
-            headers = {k: v.decode(errors="replace") if v is not None else None
-                       for k, v in msg.headers() or ()}
+            headers = {
+                k: v.decode(errors="replace") if v is not None else None
+                for k, v in msg.headers() or ()
+            }
             key = msg.key()
             value = msg.value()
-            print(f"{msg.topic()}[{msg.partition()}]@{msg.offset()} "
-                  f"key={key.decode(errors='replace') if key is not None else None!r} "
-                  f"headers={headers} value={value.decode(errors='replace') if value else value!r}")
+            print(
+                f"{msg.topic()}[{msg.partition()}]@{msg.offset()} "
+                f"key={key.decode(errors='replace') if key is not None else None!r} "
+                f"headers={headers} value={value.decode(errors='replace') if value else value!r}"
+            )
     except KafkaException as exc:
         print(f"consume.py: {exc}", file=sys.stderr)
         return 1

@@ -111,8 +111,8 @@ def _build_parser() -> argparse.ArgumentParser:
         type=_seconds,
         default=None,
         metavar="S",
-        help="/health is degraded when a producer has had records pending for S seconds "
-        "without one successful delivery (default: KAFKAUPSTREAM_STALL_AFTER, else 10)",
+        help="/health is degraded when a producer has had records pending (or timing out) for "
+        "S seconds without one successful delivery (default: KAFKAUPSTREAM_STALL_AFTER, else 10)",
     )
     run.add_argument(
         "--worker-timeout",
@@ -120,7 +120,8 @@ def _build_parser() -> argparse.ArgumentParser:
         default=None,
         metavar="S",
         help="with several workers, the parent kills and replaces a worker that sent no "
-        "heartbeat (one a second) for S seconds (default: KAFKAUPSTREAM_WORKER_TIMEOUT, else 10)",
+        "heartbeat (one a second) for S seconds, at least 3 (default: "
+        "KAFKAUPSTREAM_WORKER_TIMEOUT, else 10)",
     )
     run.add_argument(
         "--metrics-listen",

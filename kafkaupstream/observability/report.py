@@ -73,10 +73,9 @@ def health(
             if producer.get("stalled"):
                 problems.append(
                     f"producer {producer.get('name')} of worker pid {worker.pid}: brokers "
-                    f"{','.join(producer.get('bootstrap', ()))}: {producer.get('pending')} "
-                    f"records pending, no successful delivery for "
-                    f"{float(producer.get('stalled_s', 0)):.0f} s "
-                    f"({producer.get('stall_cause')})"
+                    f"{','.join(producer.get('bootstrap', ()))}: no successful delivery for "
+                    f"{float(producer.get('stalled_s', 0)):.0f} s with records pending or timing "
+                    f"out ({producer.get('pending')} pending now; {producer.get('stall_cause')})"
                 )
         workers.append(
             {

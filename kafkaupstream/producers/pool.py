@@ -4,7 +4,8 @@ A producer costs four threads, five file descriptors and some CPU while idle, so
 keep one forever: its maintenance (once a second, on the event loop) releases a producer no
 request has used for ``idle_after_s`` (the runner sets it to the conf-token TTL plus a grace
 period: the tokens that used it have expired by then), and takes out of service a producer that
-has had records pending without a single successful delivery for its ``message.timeout.ms``
+has had records pending (or timing out) without one successful delivery for its
+``message.timeout.ms`` while its brokers answer metadata requests
 (the next request gets a fresh client). A released or replaced producer is flushed, purged and
 closed by its own poll thread, off the event loop. ``max_producers`` bounds how many one pool
 holds: a request that would make one more is refused (:class:`ProducerLimitReached`).
@@ -38,6 +39,10 @@ MAINTAIN_EVERY_S = 1.0
 #: What a released producer may spend delivering what it still holds (normally nothing: nobody
 #: used it for a token's lifetime) before the rest is purged and counted.
 RELEASE_FLUSH_S = 5.0
+#: A stalled producer's brokers are asked for metadata at most this often, each time for at
+#: most this long, before it is replaced (see ``_check_stalled``).
+STALL_PROBE_EVERY_S = 5.0
+STALL_PROBE_TIMEOUT_S = 1.0
 
 
 class ProducerLimitReached(RuntimeError):
@@ -91,6 +96,9 @@ class ProducerPool:
         self._lock = threading.Lock()
         self._closed = False
         self._maintenance: asyncio.TimerHandle | None = None
+        #: Stalled producers whose brokers are being probed, and when each was last probed.
+        self._probing: dict[ConfigKey, asyncio.Task[None]] = {}
+        self._probed_at: dict[ConfigKey, float] = {}
 
     def get_canonical(self, key: ConfigKey) -> PooledProducer:
         """The producer for a config in canonical form, created (with its poll thread) on first use.
@@ -158,6 +166,7 @@ class ProducerPool:
         if self._producers.get(key) is producer:
             del self._producers[key]
             del self._made_at[key]
+            self._probed_at.pop(key, None)
         producer.finish(time.monotonic() + flush_s)
         self._retired = [p for p in self._retired if not p.join(0)]
         self._retired.append(producer)
@@ -192,19 +201,11 @@ class ProducerPool:
                     producer.used = False
                     producer.idle_since = now
                 stalled_s = producer.sample_progress(now)
-                if stalled_s >= producer.message_timeout_s and producer.dead is None:
-                    self._retire(key, producer)
-                    self.replaced += 1
-                    log_event(
-                        _LOG,
-                        logging.WARNING,
-                        "producer_replaced",
-                        producer=producer.name,
-                        cause="stalled",
-                        pending=producer.pending,
-                        stalled_s=round(stalled_s, 1),
-                        error=producer.last_delivery_error,
-                    )
+                # Sampled once a second, a record's whole timeout shows as up to a second less.
+                timeout_s = producer.message_timeout_s
+                stalled_for_timeout = stalled_s >= timeout_s - min(MAINTAIN_EVERY_S, timeout_s / 2)
+                if stalled_for_timeout and producer.dead is None:
+                    self._check_stalled(key, producer, now)
                 elif self._idle(producer, now):
                     self._retire(key, producer, RELEASE_FLUSH_S)
                     self.released += 1
@@ -216,6 +217,45 @@ class ProducerPool:
                         idle_s=round(now - producer.idle_since, 1),
                         pending=producer.pending,
                     )
+
+    def _check_stalled(self, key: ConfigKey, producer: PooledProducer, now: float) -> None:
+        """Replace a stalled producer, unless its brokers do not answer (probed off the loop).
+
+        Brokers that answer while nothing is delivered mean a stuck client, which a new one
+        fixes; brokers that do not answer mean an outage, which a new client would not survive
+        any better, and keeping the producer keeps it (and the outage) in ``/health``.
+        """
+        if key in self._probing or now < self._probed_at.get(key, 0.0) + STALL_PROBE_EVERY_S:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        self._probed_at[key] = now
+        probe = loop.create_task(self._replace_if_reachable(key, producer))
+        self._probing[key] = probe
+        probe.add_done_callback(lambda _done: self._probing.pop(key, None))
+
+    async def _replace_if_reachable(self, key: ConfigKey, producer: PooledProducer) -> None:
+        reachable = await producer.reachable(STALL_PROBE_TIMEOUT_S)
+        with self._lock:
+            if not reachable or self._closed or self._producers.get(key) is not producer:
+                return
+            stalled_s = producer.stalled_for(time.monotonic())
+            if stalled_s == 0.0:  # it delivered meanwhile
+                return
+            self._retire(key, producer)
+            self.replaced += 1
+        log_event(
+            _LOG,
+            logging.WARNING,
+            "producer_replaced",
+            producer=producer.name,
+            cause="stalled",
+            pending=producer.pending,
+            stalled_s=round(stalled_s, 1),
+            error=producer.last_delivery_error,
+        )
 
     def _idle(self, producer: PooledProducer, now: float) -> bool:
         return (
@@ -257,6 +297,8 @@ class ProducerPool:
             if self._maintenance is not None:
                 self._maintenance.cancel()
                 self._maintenance = None
+            for probe in self._probing.values():
+                probe.cancel()
         everyone = (*producers, *self._retired)
         if not everyone:
             return 0

@@ -84,7 +84,7 @@ class ProducerStats:
     last_error: str | None
     #: Records produced whose delivery report has not come yet (queued or in flight).
     pending: int
-    #: How long it has had records pending without a successful delivery (0: it has not).
+    #: How long it has had records pending or timing out without a successful delivery.
     stalled_s: float
     #: librdkafka's error name on the last failed delivery report, if any.
     last_delivery_error: str | None
@@ -165,8 +165,12 @@ class PooledProducer:
         # Each counter has one writing thread: the loop (produced, waiters, refused,
         # backpressured) or the thread serving delivery reports (delivered, failed).
         self._produced = 0
+        #: Delivery reports of records that could not be delivered for now (retriable errors:
+        #: timed out, broker unavailable), as opposed to records refused for good.
+        self._undelivered = 0
         self._last_delivery_error: str | None = None
         self._delivered_seen = 0
+        self._undelivered_seen = 0
         self._stalled_since: float | None = None
         self._finish_by = 0.0
         self._close_client = True
@@ -333,7 +337,10 @@ class PooledProducer:
         self._last_delivery_error = error.name()
         if error.fatal() or error.code() in _DEAD_CLIENT_ERRORS:
             self._errors.mark_dead(error)
-        return failure(error)
+        failed = failure(error)
+        if failed.retriable:
+            self._undelivered += 1
+        return failed
 
     def _log_unwatched_failure(self, outcome: Failed, topic: str | None) -> None:
         self._failure_log.log(
@@ -423,13 +430,19 @@ class PooledProducer:
         return max(0, self._produced - self._delivered - self._failed)
 
     def sample_progress(self, now: float) -> float:
-        """The loop, about once a second: how long records have been pending with no success.
+        """The loop, about once a second: for how long records have been pending or timing out
+        without one successful delivery.
 
-        A sample, not a per-record clock: the delivery count is compared with the previous
-        sample's, so the hot path pays nothing and the figure is late by at most one interval.
+        A sample, not a per-record clock: the counts are compared with the previous sample's,
+        so the hot path pays nothing and the figure is late by at most one interval. The clock
+        runs on while records time out (a stuck client under light traffic has none pending
+        between one record's timeout and the next request), and stops at a success, or when
+        nothing is pending and nothing failed since the last sample.
         """
-        delivered = self._delivered
-        if self.pending == 0 or delivered != self._delivered_seen:
+        delivered, undelivered = self._delivered, self._undelivered
+        failing = undelivered != self._undelivered_seen
+        self._undelivered_seen = undelivered
+        if delivered != self._delivered_seen or not (failing or self.pending):
             self._delivered_seen = delivered
             self._stalled_since = None
             return 0.0
@@ -437,11 +450,15 @@ class PooledProducer:
             self._stalled_since = now
         return now - self._stalled_since
 
+    def stalled_for(self, now: float) -> float:
+        """Seconds stalled as of the last :meth:`sample_progress` (0: not stalled)."""
+        since = self._stalled_since
+        return 0.0 if since is None else now - since
+
     def stats(self) -> ProducerStats:
         """Queue depth (librdkafka's ``len``), waiting requests and delivery counters."""
         with self._client_lock:
             queue_depth = len(self._producer) if self._client_open else 0
-        stalled_since = self._stalled_since
         return ProducerStats(
             name=self.name,
             queue_depth=queue_depth,
@@ -451,7 +468,7 @@ class PooledProducer:
             backpressured=self._backpressured,
             last_error=self._errors.last,
             pending=self.pending,
-            stalled_s=0.0 if stalled_since is None else time.monotonic() - stalled_since,
+            stalled_s=self.stalled_for(time.monotonic()),
             last_delivery_error=self.last_delivery_error,
         )
 

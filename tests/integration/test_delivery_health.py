@@ -30,7 +30,6 @@ from .faultkit import (
     new_topic_name,
     pause,
     restart,
-    steady_since,
     until,
 )
 from .test_metrics import base_url, get_json, scrape, total
@@ -107,68 +106,13 @@ def test_a_frozen_broker_turns_health_degraded_naming_the_producer_then_ok_again
     [problem] = degraded
     # The producer, its worker and its brokers (host:port only), and why.
     assert f"producer producer-1 of worker pid {runner.pid}" in problem
-    assert broker.bootstrap in problem and "records pending" in problem
+    assert broker.bootstrap in problem and "records pending" in problem and "pending now" in problem
     logs = runner.logs()
     assert "event=delivery_stalled producer=producer-1" in logs
     assert "event=delivery_resumed producer=producer-1" in logs
     # Every request was answered in its time: 200, or 504 while the broker was frozen.
     assert {s.status for s in clients.sent} <= {200, 504}
     assert max(s.latency for s in clients.sent) < 0.5 + SLACK_S
-
-
-def test_a_producer_without_progress_for_message_timeout_is_replaced_and_its_records_answered(
-    broker_factory: BrokerFactory, runner_factory: Callable[..., RunnerProcess]
-) -> None:
-    topic = new_topic_name()
-    broker = broker_factory({topic: 1})
-    runner = runner_factory()
-    base = base_url(runner)
-    # Not idempotent, so that no fencing replaces the producer first: only the stall can.
-    producer = {"message.timeout.ms": 2000, "enable.idempotence": False}
-    sync = conf(broker.bootstrap, topic, timeout_ms=5000, config=producer)
-    queued = conf(broker.bootstrap, topic, delivery="async", config=producer)
-
-    async def scenario() -> tuple[Clients, float]:
-        routes = {"sync": sync, "async": queued}
-        async with Clients(runner.socket_path, routes, clients=4, think_s=0.05) as clients:
-            await clients.one("sync")
-            clients.start()
-            await asyncio.sleep(0.3)
-            pause(broker)
-            try:
-                replaced_s = await until(
-                    lambda: "cause=stalled" in runner.logs(), 10.0, "a stalled producer replaced"
-                )
-            finally:
-                broker.resume()
-            await asyncio.sleep(3.0)  # a new producer serves the routes again
-        return clients, replaced_s
-
-    clients, replaced_s = asyncio.run(scenario())
-    sent = clients.sent
-    accepted = clients.ids(202, "async")
-    found = landed(broker.bootstrap, topic, expected=len(clients.ids(200)) + len(accepted))
-    samples, _text = scrape(base)
-    failed = total(samples, "kafkaupstream_records_failed_total")
-    lost = len(accepted - set(found))
-    print(
-        f"replaced_after_pause_s={replaced_s:.1f} answers={by_status(sent)} "
-        f"async_accepted={len(accepted)} async_not_in_kafka={lost} records_failed_counted={failed}"
-    )
-    assert total(samples, "kafkaupstream_producers_replaced_total") >= 1
-    # Every sync request got its outcome in time: none waited for a client that was gone.
-    sync_sent = [s for s in sent if s.route == "sync"]
-    assert {(s.status, s.error) for s in sync_sent} <= {
-        (200, None),
-        (503, "kafka_unavailable"),
-        (504, "delivery_timeout"),
-    }
-    assert max(s.latency for s in sync_sent) < 5.0 + SLACK_S
-    # Every 202 not in Kafka was counted as failed (timed out or purged with the old client).
-    assert lost <= failed
-    # And the routes work again with the new producer.
-    last = [s for s in sync_sent if s.started > sent[-1].started - 1.0]
-    assert any(s.status == 200 for s in last), by_status(last)
 
 
 def test_a_frozen_worker_is_killed_and_replaced_within_the_worker_timeout(
@@ -228,34 +172,59 @@ def test_an_idempotent_producer_stuck_after_a_broker_restart_is_replaced_and_200
     broker_factory: BrokerFactory, runner_factory: Callable[..., RunnerProcess]
 ) -> None:
     """The known Tansu case: it forgets producer ids on restart and refuses librdkafka's epoch
-    bump, so the idempotent producer (sync routes' default) never delivers again by itself."""
+    bump, so the idempotent producer (sync routes' default) never delivers again by itself,
+    while the broker answers metadata. The pool replaces it after message.timeout.ms; what the
+    old client held is answered (sync) or counted as failed (async), none lost silently."""
     topic = new_topic_name()
     broker = broker_factory({topic: 1})
     runner = runner_factory()
-    route = conf(broker.bootstrap, topic, timeout_ms=1000, config={"message.timeout.ms": 3000})
+    base = base_url(runner)
+    producer = {"message.timeout.ms": 3000, "enable.idempotence": True}
+    sync = conf(broker.bootstrap, topic, timeout_ms=1000, config=producer)
+    # The same producer config: the async route shares the sync route's (stuck) producer.
+    queued = conf(broker.bootstrap, topic, delivery="async", config=producer)
 
     async def scenario() -> tuple[Clients, float, float]:
-        async with Clients(runner.socket_path, {"sync": route}, clients=4, think_s=0.05) as clients:
+        routes = {"sync": sync, "async": queued}
+        async with Clients(runner.socket_path, routes, clients=4, think_s=0.05) as clients:
             await clients.one("sync")
             clients.start()
             await asyncio.sleep(0.5)
             restart(broker)
             restarted_at = time.monotonic()
             recovered_s = await until(
-                steady_since(clients, restarted_at), 20.0, "200s again after the restart"
+                lambda: any(s.status == 200 for s in clients.sent[-8:] if s.started > restarted_at),
+                20.0,
+                "200s again after the restart",
             )
+            await asyncio.sleep(1.0)
         return clients, restarted_at, recovered_s
 
     clients, restarted_at, recovered_s = asyncio.run(scenario())
     after = [s for s in clients.sent if s.started > restarted_at]
     replaced = [line for line in runner.logs().splitlines() if "event=producer_replaced" in line]
+    # The restarted broker holds only what came after the restart (it lost the rest with its
+    # memory): count what was answered after it.
+    accepted = {s.id for s in after if s.status == 202}
+    ok = {s.id for s in after if s.status == 200}
+    found = landed(broker.bootstrap, topic, timeout=3.0)
+    samples, _text = scrape(base)
+    failed = total(samples, "kafkaupstream_records_failed_total")
+    lost = len(accepted - set(found))
     print(
         f"recovered_after_restart_s={recovered_s:.1f} answers_after_restart={by_status(after)} "
-        f"replacements={len(replaced)}"
+        f"replacements={len(replaced)} async_accepted={len(accepted)} "
+        f"async_not_in_kafka={lost} records_failed_counted={failed}"
     )
     assert any("cause=stalled" in line for line in replaced), replaced
-    assert {(s.status, s.error) for s in after} <= {
+    sync_after = [s for s in after if s.route == "sync"]
+    assert {(s.status, s.error) for s in sync_after} <= {
         (200, None),
         (503, "kafka_unavailable"),
         (504, "delivery_timeout"),
     }
+    assert max(s.latency for s in sync_after) < 1.0 + SLACK_S
+    # Every 202 the broker does not hold was counted as failed (timed out or purged with the
+    # stuck client), and every 200 is there.
+    assert lost <= failed
+    assert ok <= set(found)

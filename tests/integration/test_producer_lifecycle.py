@@ -111,6 +111,7 @@ def test_a_route_edited_many_times_releases_its_superseded_producers(
     )
     assert released == edits
     assert total(samples, "kafkaupstream_producers_released_total") == edits
+    assert total(samples, "kafkaupstream_producers") == 0
     # Every record was acknowledged before its producer went; the route still works afterwards.
     assert asyncio.run(edit_and_produce_last(runner, broker, topic, edits)) == 200
     assert sorted(landed(broker.bootstrap, topic, expected=edits + 1)) == sorted(

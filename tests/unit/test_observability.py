@@ -178,8 +178,8 @@ def test_health_is_degraded_naming_a_stalled_producer_and_why() -> None:
     code, body = health(status(A, B), reports, NOW)
     assert (code, body["status"]) == (503, "degraded")
     assert body["problems"] == [
-        "producer producer-3 of worker pid 12: brokers k1:9092: 12 records pending, no "
-        "successful delivery for 14 s (_MSG_TIMED_OUT)"
+        "producer producer-3 of worker pid 12: brokers k1:9092: no successful delivery for 14 s "
+        "with records pending or timing out (12 pending now; _MSG_TIMED_OUT)"
     ]
 
 

@@ -44,6 +44,7 @@ class ScriptedClient:
         self.raise_on_poll: KafkaError | None = None
         self.waiting: list[Callable[[KafkaError | None, Any], None]] = []
         self.closed = False
+        self.metadata_error: KafkaError | None = None
         ScriptedClient.made.append(self)
 
     def produce(self, *args: Any, on_delivery: Any = None, **kwargs: Any) -> None:
@@ -70,6 +71,11 @@ class ScriptedClient:
 
     def close(self) -> None:
         self.closed = True
+
+    def list_topics(self, timeout: float = 0) -> None:
+        """Metadata: the brokers answer, unless a test says they do not."""
+        if self.metadata_error is not None:
+            raise KafkaException(self.metadata_error)
 
     def __len__(self) -> int:
         return len(self.waiting)
@@ -303,6 +309,12 @@ def test_the_plugin_answers_503_too_many_producers_over_the_cap() -> None:
     assert run(scenario()) == [(504, "delivery_timeout"), (503, "too_many_producers")]
 
 
+async def replaced(pool_: ProducerPool) -> None:
+    await asyncio.to_thread(
+        eventually, lambda: pool_.producers == () and pool_.replaced == 1, timeout=2.0
+    )
+
+
 def test_a_producer_with_records_pending_and_no_delivery_for_message_timeout_is_replaced(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
@@ -316,10 +328,12 @@ def test_a_producer_with_records_pending_and_no_delivery_for_message_timeout_is_
         assert stuck.pending == 1
         now = time.monotonic()
         pool_.maintain(now)  # the stall starts here
-        pool_.maintain(now + 1.5)
+        pool_.maintain(now + 0.5)
         assert pool_.producers == (stuck,)
-        pool_.maintain(now + 2.0)
-        assert pool_.producers == () and pool_.replaced == 1
+        # 2 s of message.timeout.ms, less the one-second sampling interval; then the brokers
+        # are asked (off the loop) whether they answer: they do, so the client is stuck.
+        pool_.maintain(now + 1.0)
+        await replaced(pool_)
         # Its waiting request gets the purge's outcome, not a silent timeout.
         outcome = await asyncio.wait_for(waiter, 2.0)
         assert type(outcome).__name__ == "Failed"
@@ -337,3 +351,72 @@ def test_a_producer_that_delivers_is_not_stalled() -> None:
     assert producer.sample_progress(100.0) == 0.0  # nothing pending
     assert producer.stats().stalled_s == 0.0
     asyncio.run(pool_.close(1.0))
+
+
+def test_records_timing_out_one_at_a_time_keep_the_stall_clock_running() -> None:
+    """Light traffic on a stuck client: one record at a time, each failing after its timeout."""
+    config = {**CONFIG, "message.timeout.ms": 3000}
+
+    async def scenario() -> None:
+        pool_ = ProducerPool(factory=scripted)
+        stuck = pool_.get_canonical(canonical_config(config))
+        client = ScriptedClient.made[0]
+        now = time.monotonic()
+
+        async def one_timing_out(sampled_at: float) -> None:
+            """A record pending when the pool samples at ``sampled_at``, then timed out."""
+            client.report_error = None
+            waiter = asyncio.create_task(
+                stuck.produce(KafkaRecord("t", b"v"), wait=True, timeout=9.0)
+            )
+            await asyncio.sleep(0.02)
+            pool_.maintain(sampled_at)
+            client.report_error = KafkaError(KafkaError._MSG_TIMED_OUT)
+            assert type(await asyncio.wait_for(waiter, 2.0)).__name__ == "Failed"
+
+        await one_timing_out(now)  # the stall starts here
+        assert stuck.pending == 0
+        pool_.maintain(now + 1.0)  # nothing pending, but a record timed out since: still stalled
+        assert pool_.producers == (stuck,)
+        await one_timing_out(now + 2.0)  # 3 s of message.timeout.ms, less the sampling interval
+        await replaced(pool_)
+        await pool_.close(1.0)
+
+    run(scenario())
+
+
+def test_a_producer_idle_after_a_timeout_is_not_stalled() -> None:
+    async def scenario() -> float:
+        pool_ = ProducerPool(factory=scripted)
+        producer = pool_.get_canonical(canonical_config(CONFIG))
+        ScriptedClient.made[0].report_error = KafkaError(KafkaError._MSG_TIMED_OUT)
+        await producer.produce(KafkaRecord("t", b"v"), wait=True, timeout=2.0)
+        now = time.monotonic()
+        assert producer.sample_progress(now) == 0.0  # the clock starts at the failure
+        stalled = producer.sample_progress(now + 1.0)  # then nothing pending, nothing failing
+        await pool_.close(1.0)
+        return stalled
+
+    assert run(scenario()) == 0.0
+
+
+def test_a_stalled_producer_whose_brokers_do_not_answer_is_kept() -> None:
+    """An outage, not a stuck client: a new one would do no better, and /health keeps it."""
+    config = {**CONFIG, "message.timeout.ms": 2000}
+
+    async def scenario() -> None:
+        pool_ = ProducerPool(factory=scripted)
+        stalled = pool_.get_canonical(canonical_config(config))
+        ScriptedClient.made[0].metadata_error = KafkaError(KafkaError._TRANSPORT)
+        waiter = asyncio.create_task(stalled.produce(KafkaRecord("t", b"v"), wait=True, timeout=9))
+        await asyncio.sleep(0.05)
+        now = time.monotonic()
+        pool_.maintain(now)
+        pool_.maintain(now + 5.0)
+        await asyncio.sleep(0.2)  # the probe's answer: no metadata
+        assert pool_.producers == (stalled,) and pool_.replaced == 0
+        assert stalled.stalled_for(time.monotonic()) > 0
+        await pool_.close(0.5)
+        assert type(await waiter).__name__ == "Failed"  # purged at close: it was waiting
+
+    run(scenario())
