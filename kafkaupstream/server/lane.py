@@ -257,7 +257,7 @@ class LaneConnection:
         transport = self._transport
         if transport is not None and not transport.is_closing():
             transport.resume_reading()
-            if self._phase == _IDLE:
+            if self._phase <= _BODY:
                 self._drain()
 
     # --- control from the server (what RunnerServer.shutdown uses) ---------------------------
@@ -288,9 +288,11 @@ class LaneConnection:
             return
         self._draining = True
         try:
-            while not self._paused and self._delegate is None:
+            while self._delegate is None:
                 phase = self._phase
-                if phase > _BODY:
+                # A peer that reads none of its answers gets no new exchange (the one under way
+                # still reads its body, as the handler's does).
+                if phase > _BODY or (phase == _IDLE and self._paused):
                     return
                 data = self._data
                 size = len(data)
