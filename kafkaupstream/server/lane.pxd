@@ -7,7 +7,7 @@ cdef int _IDLE, _BODY, _BUSY, _DELEGATED, _GONE, _HTTP_REQ_CALL, _EXTRA_INFO
 
 cdef class LaneConnection:
     cdef object _state, _transport, _loop, _data, _delegate, _stops
-    cdef object _call, _call_frame, _conf, _routing, _pending, _waiter
+    cdef object _call, _call_frame, _conf, _routing, _pending, _waiter, _coro
     cdef Py_ssize_t _need
     cdef int _phase
     cdef bint _eof, _paused, _draining
@@ -22,6 +22,8 @@ cdef class LaneConnection:
     cdef _body_received(self, body)
     cdef _refused(self, exc)
     cdef _produce(self, record)
+    cdef _advance(self)
+    cdef _produce_failed(self, exc)
     cdef _producer_refused(self, exc)
     cdef _delivered(self, outcome)
     cdef _release_plugin(self)
