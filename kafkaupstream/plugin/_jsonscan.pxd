@@ -25,3 +25,7 @@ cdef Py_ssize_t _space(bytes data, Py_ssize_t i, Py_ssize_t n)
     end=cython.Py_ssize_t,
 )
 cpdef int scan(bytes data)
+
+@cython.locals(n=cython.Py_ssize_t, out=bytearray, j=cython.Py_ssize_t, in_string=cython.bint,
+               i=cython.Py_ssize_t, c=cython.uchar)
+cpdef bytes strip(bytes data)

@@ -297,6 +297,8 @@ def compact(data: bytes) -> bytes:
     verdict = _FAST_SCAN(data) if _FAST_SCAN is not None else _jsonscan.UNSURE
     if verdict == _jsonscan.COMPACT_BY_TRANSLATE:  # valid, and no whitespace inside strings
         return data.translate(None, _WS)
+    if verdict == _jsonscan.COMPACT_BY_SPLIT:  # valid, with spaces inside strings
+        return _jsonscan.strip(data)
     if verdict == _jsonscan.UNSURE:  # the reference decides, and says what is wrong
         _decode(data, _VALIDATE)
     return _strip_whitespace(data)

@@ -8,7 +8,7 @@ cdef int _HOLDS_NOTHING, _HOLDS_AWAITING_BODY, _HOLDS_IN_FLIGHT
 
 cdef class LaneConnection:
     cdef object _state, _transport, _loop, _data, _delegate, _stops
-    cdef object _call, _call_frame, _conf, _routing, _pending, _waiter
+    cdef object _call, _call_frame, _conf, _routing, _pending, _waiter, _coro
     cdef Py_ssize_t _need
     cdef int _phase, _holds
     cdef bint _eof, _paused, _draining
@@ -23,6 +23,8 @@ cdef class LaneConnection:
     cdef _body_received(self, body)
     cdef _refused(self, exc)
     cdef _produce(self, record)
+    cdef _advance(self)
+    cdef _produce_failed(self, exc)
     cdef _producer_refused(self, exc)
     cdef _delivered(self, outcome)
     cdef _release_plugin(self)

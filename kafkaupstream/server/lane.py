@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-from collections.abc import Coroutine, Generator
+from collections.abc import Coroutine
 from typing import Any, cast
 
 from kafkaupstream.api import Answer, PreparedConf
@@ -144,37 +144,6 @@ def eligible(conf: PreparedConf) -> bool:
     return all(getattr(config, name) == default for name, default in _OTHER_FIELDS)
 
 
-class _Resume:
-    """Awaitable continuing a coroutine already sent its first ``None`` (outside any task)."""
-
-    __slots__ = ("_coro", "_yielded")
-
-    def __init__(self, coro: Coroutine[Any, Any, Any], yielded: object) -> None:
-        self._coro = coro
-        self._yielded = yielded
-
-    def __await__(self) -> Generator[Any, Any, Any]:
-        coro = self._coro
-        yielded = self._yielded
-        while True:
-            try:
-                sent = yield yielded
-            except BaseException as exc:  # thrown in by the task: cancellation
-                try:
-                    yielded = coro.throw(exc)
-                except StopIteration as stop:
-                    return stop.value
-            else:
-                try:
-                    yielded = coro.send(sent)
-                except StopIteration as stop:
-                    return stop.value
-
-
-async def _finish(coro: Coroutine[Any, Any, Any], yielded: object) -> Any:
-    return await _Resume(coro, yielded)
-
-
 class LaneConnection:
     """The asyncio protocol of one accepted connection (see the module docstring)."""
 
@@ -196,7 +165,10 @@ class LaneConnection:
         self._call_frame = b""
         self._conf: PreparedConf | None = None
         self._routing: Routing | None = None
-        self._pending: asyncio.Future[Any] | None = None
+        #: The record built on a thread, the future the producer waits on, or its next step.
+        self._pending: Any = None
+        #: The producer's ``produce`` coroutine while it waits (sync routes).
+        self._coro: Coroutine[Any, Any, Any] | None = None
         self._waiter: asyncio.Future[None] | None = None
         self._holds = _HOLDS_NOTHING
         self.busy = False
@@ -263,7 +235,7 @@ class LaneConnection:
         transport = self._transport
         if transport is not None and not transport.is_closing():
             transport.resume_reading()
-            if self._phase == _IDLE:
+            if self._phase <= _BODY:
                 self._drain()
 
     # --- control from the server (what RunnerServer.shutdown uses) ---------------------------
@@ -294,9 +266,11 @@ class LaneConnection:
             return
         self._draining = True
         try:
-            while not self._paused and self._delegate is None:
+            while self._delegate is None:
                 phase = self._phase
-                if phase > _BODY:
+                # A peer that reads none of its answers gets no new exchange (the one under way
+                # still reads its body, as the handler's does).
+                if phase > _BODY or (phase == _IDLE and self._paused):
                     return
                 data = self._data
                 size = len(data)
@@ -497,39 +471,54 @@ class LaneConnection:
         plugin: KafkaUpstreamPlugin = self._conf.plugin  # type: ignore[assignment]
         try:
             producer = plugin._producer(config)
-            if isinstance(producer, Answer):  # no producer can serve it
-                self._release_plugin()
-                self._answer(producer)
-                return
-            coro = producer.produce(record, wait=config.sync, timeout=config.timeout_ms / 1000)
-            try:
-                yielded = coro.send(None)
-            except StopIteration as stop:
-                self._delivered(stop.value)
-                return
-        except ProducerConfigError as exc:
-            self._producer_refused(exc)
+        except Exception as exc:
+            self._produce_failed(exc)
             return
-        except ProducerClosedError:
+        if isinstance(producer, Answer):  # no producer can serve it (the cap, a bad config)
             self._release_plugin()
-            self._answer(SHUTTING_DOWN)
+            self._answer(producer)
             return
-        except Exception:
-            self._release_plugin()
-            self._plugin_failed()
+        self._coro = producer.produce(record, wait=config.sync, timeout=config.timeout_ms / 1000)
+        self._advance()
+
+    def _advance(self) -> None:
+        """Run the producer's coroutine to its next wait or to its outcome, as a task would.
+
+        An async route never waits (one ``send``, no task); a sync route waits on its delivery
+        future, whose callback comes back here: no task per request either.
+        """
+        coro = self._coro
+        assert coro is not None
+        try:
+            yielded = coro.send(None)
+        except StopIteration as stop:
+            self._coro = None
+            self._delivered(stop.value)
+            return
+        except Exception as exc:
+            self._coro = None
+            self._produce_failed(exc)
             return
         assert self._loop is not None
-        pending = self._pending = self._loop.create_task(_finish(coro, yielded))
-        pending.add_done_callback(self._on_produced)
+        if yielded is None:  # a bare yield (asyncio.sleep(0)): continue on the next iteration
+            self._pending = self._loop.call_soon(self._resume)
+            return
+        add_done_callback = getattr(yielded, "add_done_callback", None)
+        if add_done_callback is None or not getattr(yielded, "_asyncio_future_blocking", False):
+            self._coro = None
+            coro.close()
+            self._produce_failed(RuntimeError(f"the producer awaited {yielded!r}"))
+            return
+        yielded._asyncio_future_blocking = False
+        self._pending = yielded
+        add_done_callback(self._resume)
 
-    def _on_produced(self, task: asyncio.Future[Any]) -> None:
+    def _resume(self, _done: object = None) -> None:
         self._pending = None
-        if task.cancelled():
-            return  # shutdown: answered by _on_waiter_done
-        exc = task.exception()
-        if exc is None:
-            self._delivered(task.result())
-        elif isinstance(exc, ProducerConfigError):
+        self._advance()
+
+    def _produce_failed(self, exc: BaseException) -> None:
+        if isinstance(exc, ProducerConfigError):
             self._producer_refused(exc)
         elif isinstance(exc, ProducerClosedError):
             self._release_plugin()
@@ -687,9 +676,21 @@ class LaneConnection:
             return
         self._waiter = None
         pending = self._pending
-        if pending is not None:
-            self._pending = None
-            pending.remove_done_callback(self._on_produced)
+        self._pending = None
+        coro = self._coro
+        self._coro = None
+        if coro is not None:  # waiting on the producer: cancel it there, as a task would
+            if hasattr(pending, "remove_done_callback"):  # the future it waits on
+                pending.remove_done_callback(self._resume)
+            elif pending is not None:  # its next step, scheduled (uvloop's handles too)
+                pending.cancel()
+            try:
+                coro.throw(asyncio.CancelledError())
+            except BaseException:  # the cancellation coming back, or what its cleanup raised
+                pass
+            else:  # it caught the cancellation and waits again: it is not ours to wait for
+                coro.close()
+        elif pending is not None:  # building the record on a thread
             pending.remove_done_callback(self._record_built)
             pending.cancel()
         if self._phase == _BODY:  # an ExtraInfo is outstanding: closing is the answer

@@ -13,7 +13,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from kafkaupstream.plugin import _jsonscan, jsonbody
-from kafkaupstream.plugin._jsonscan import COMPACT_BY_SPLIT, COMPACT_BY_TRANSLATE, UNSURE, scan
+from kafkaupstream.plugin._jsonscan import (
+    COMPACT_BY_SPLIT,
+    COMPACT_BY_TRANSLATE,
+    UNSURE,
+    scan,
+    strip,
+)
 
 from .fuzzing import fuzz
 
@@ -35,6 +41,7 @@ def check(data: bytes) -> int:
         return verdict
     if verdict == COMPACT_BY_TRANSLATE:
         assert data.translate(None, b" \t\n\r") == expected
+    assert strip(data) == expected
     assert jsonbody.compact(data) == expected
     return verdict
 

@@ -157,6 +157,10 @@ async def _converse(
         elif step == "eof":
             if not transport.closed:
                 protocol.eof_received()
+        elif step == "pause":
+            protocol.pause_writing()
+        elif step == "resume":
+            protocol.resume_writing()
         elif not transport.closed:
             protocol.data_received(step)
     for _ in range(50):
@@ -215,6 +219,15 @@ def test_a_refused_header_a_full_queue_and_the_cap() -> None:
     both({**ROUTE, "delivery": "sync"}, [call(3, [JSON]), "wait", body(b"{}"), "wait"], "timeout")
     both(ROUTE, [call(4, [JSON]), "wait", body(b"{"), "wait"])  # invalid JSON
     both(ROUTE, [call(5, []), "wait", body(None), "wait"])  # no body
+
+
+def test_a_peer_that_reads_nothing_gets_its_body_read_but_no_new_exchange() -> None:
+    sync = {**ROUTE, "delivery": "sync"}
+    first = [call(1, [JSON]), "wait", "pause", body(b"{}"), "wait"]
+    held = both(sync, [*first, call(2, [JSON]), "wait", body(b"[]"), "wait"])
+    assert len(held.records) == 1  # the second call waits for the peer to read
+    served = both(sync, [*first, call(2, [JSON]), "wait", "resume", "wait", body(b"[]"), "wait"])
+    assert len(served.records) == 2
 
 
 def test_prepare_conf_and_unknown_tokens_go_through_the_handler_and_come_back() -> None:
