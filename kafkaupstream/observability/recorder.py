@@ -79,7 +79,8 @@ class Recorder:
         )
         self._refusals = Counter(
             "kafkaupstream_backpressure_refusals",
-            "Requests refused with 503 backpressure: producer queue full, or over --max-in-flight",
+            "Requests refused with 503 backpressure (or a batch's 207 for it): producer queue "
+            "full, or over --max-in-flight",
             ("reason",),
             registry=None,
         )

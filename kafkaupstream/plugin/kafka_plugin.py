@@ -1,4 +1,5 @@
-"""The ``kafkaupstream`` plugin: every request on the route becomes one Kafka record.
+"""The ``kafkaupstream`` plugin: every request on the route becomes one Kafka record (a batch
+route's request many: ``batch.py``).
 
 PrepareConf validates the route's configuration once; each request then goes headers first
 (refused before its body is fetched when it cannot be served), body second, then to the
@@ -69,7 +70,8 @@ class KafkaUpstreamPlugin(Plugin):
         self._pool: ProducerPool | None = None
         self._max_in_flight = max_in_flight
         self._in_flight = 0
-        #: ``503 backpressure`` answers since start, by reason (``queue_full``, ``in_flight_cap``).
+        #: ``503 backpressure`` answers since start, by reason (``queue_full``, ``in_flight_cap``);
+        #: a batch whose tail a full queue refused (a 207) counts too.
         self.refused_queue_full = 0
         self.refused_in_flight_cap = 0
         self._cap_log = RateLimit(_CAP_LOG_INTERVAL_S)
@@ -173,7 +175,7 @@ class KafkaUpstreamPlugin(Plugin):
         answer = batch_answer(
             routing.topic, outcomes, sync=config.sync, timeout_ms=config.timeout_ms
         )
-        if answer.status == 503 and type(outcomes[0]) is Backpressure:
+        if type(outcomes[-1]) is Backpressure:  # a full queue refuses a batch's tail, or all
             self.refused_queue_full += 1
         return answer
 

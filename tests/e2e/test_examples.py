@@ -73,3 +73,26 @@ def test_authenticated_example_route_needs_the_consumer_key(
     answer = runner_answer(stack, response, 200)
     assert answer["topic"] == "kafkaupstream"
     assert stack.record_count("kafkaupstream") == before + 1
+
+
+def test_batch_example_route_produces_a_record_a_line_for_a_consumer(
+    stack: DockerStack, example_routes: tuple[E2ERoute, E2ERoute, str]
+) -> None:
+    _, _, key = example_routes
+    body = _load("routes/batch-route.json")
+    stack.admin("PUT", f"routes/{body['id']}", body)
+    route = E2ERoute(stack, body["id"], body["uri"], {})
+    wait_until_answered(route, {400}, {"apikey": key})
+    lines = b'{"user": {"id": "u1"}, "n": 1}\n{ "user" : {"id": "u2"}, "n": 2 }\n'
+    assert route.post(lines, {"Content-Type": "application/x-ndjson"}).status_code == 401
+
+    response = route.post(lines, {"Content-Type": "application/x-ndjson", "apikey": key})
+    answer = runner_answer(stack, response, 200)
+    assert (answer["topic"], answer["delivered"], answer["failed"]) == ("kafkaupstream", 2, 0)
+    records = stack.read_records("kafkaupstream", expected=stack.record_count("kafkaupstream"))
+    by_position = {(r.partition, r.offset): r for r in records}
+    landed = [by_position[(e["partition"], e["offset"])] for e in answer["records"]]
+    assert [(r.key, r.value) for r in landed] == [
+        (b"u1", b'{"user":{"id":"u1"},"n":1}'),
+        (b"u2", b'{"user":{"id":"u2"},"n":2}'),
+    ]

@@ -7,6 +7,7 @@ Every record of a batch is read back at the partition and offset its entry of th
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -32,7 +33,7 @@ def runner() -> Iterator[RunnerProcess]:
         yield proc
 
 
-def ndjson(*docs: Any, indent: int | None = 1) -> bytes:
+def ndjson(*docs: Any) -> bytes:
     """Records as JSON Lines, each spelled with whitespace (the runner must compact it)."""
     return b"".join(json.dumps(d, separators=(" , ", " : ")).encode() + b"\n" for d in docs)
 
@@ -175,6 +176,20 @@ def test_a_batch_none_of_whose_records_is_delivered_gets_the_single_record_statu
     assert [e["error"] for e in body["records"]] == ["kafka_unavailable"] * 3
 
 
+def test_a_sync_batch_waits_one_timeout_ms_for_all_its_records_then_answers_504(
+    runner: RunnerProcess,
+) -> None:
+    dead = f"127.0.0.1:{free_port()}"
+    value = route(dead, topic="t", batch="ndjson", timeout_ms=400)
+    started = time.monotonic()
+    answer = send(runner, value, b"".join(b"%d\n" % i for i in range(20)), NDJSON)
+    body = assert_error(answer, 504, "delivery_timeout")
+    # 20 deadlines one after the other would take 8 s.
+    assert time.monotonic() - started < 4.0, "one deadline for the batch, not one per record"
+    assert (body["delivered"], body["failed"]) == (0, 20)
+    assert [e["error"] for e in body["records"]] == ["delivery_timeout"] * 20
+
+
 def test_async_batch_is_202_with_the_queued_count_and_every_record_arrives(
     runner: RunnerProcess, broker: EmbeddedBroker, new_topic: NewTopic, read_records: ReadRecords
 ) -> None:
@@ -250,3 +265,20 @@ def test_a_streamed_ndjson_batch_through_the_http_gateway_is_answered_207_multi_
     landed = read_records(topic, expected=2)
     assert [(r.key, r.value) for r in landed] == [(b"a", b'{"id":"a"}'), (b"c", b'{"id":"c"}')]
     assert [r.offset for r in landed] == [e["offset"] for e in body["records"] if "offset" in e]
+
+
+def test_a_batch_over_256_kib_is_split_off_the_loop_and_lands_whole_in_order(
+    runner: RunnerProcess, broker: EmbeddedBroker, new_topic: NewTopic, read_records: ReadRecords
+) -> None:
+    topic = new_topic(1)
+    value = route(broker.bootstrap, topic=topic, batch="json-array", max_batch_records=2000)
+    docs = [{"n": i, "pad": "y" * 180} for i in range(2000)]
+    body = json.dumps(docs, indent=1).encode()
+    assert len(body) > 256 * 1024
+    answer = send(runner, value, body, JSON)
+    assert answer.status == 200, answer.body[:300]
+    entries = body_of(answer)["records"]
+    first = entries[0]["offset"]
+    assert [e["offset"] for e in entries] == list(range(first, first + 2000))
+    landed = read_records(topic, expected=2000)
+    assert [r.value for r in landed] == [compacted(d) for d in docs]

@@ -399,6 +399,8 @@ def test_batches_count_every_record_and_a_partial_one_as_207(broker: EmbeddedBro
     ndjson = ("Content-Type", "application/x-ndjson")
     whole = b"".join(b'{"n": %d}\n' % i for i in range(5))
     partial = b'{"n": 5}\n{"pad": "' + b"x" * 5000 + b'"}\n{"n": 7}\n'
+    full = {"linger.ms": 60_000, "queue.buffering.max.messages": 2}
+    queued = route("queued", conf(broker.bootstrap, topic, full, batch="ndjson", delivery="async"))
     with metrics_runner(1) as proc:
         base = base_url(proc)
         sent = [
@@ -406,6 +408,7 @@ def test_batches_count_every_record_and_a_partial_one_as_207(broker: EmbeddedBro
             for body in (whole, partial)
         ]
         assert statuses(proc, batch, *sent) == [200, 207]
+        assert statuses(proc, queued, sent[0]) == [207]  # 2 queued, 3 refused: queue full
 
         def folded() -> Samples:
             samples = scrape(base)[0]
@@ -415,6 +418,14 @@ def test_batches_count_every_record_and_a_partial_one_as_207(broker: EmbeddedBro
         requests = "kafkaupstream_requests_total"
         assert value(samples, requests, route="batch", status="200", error="") == 1
         assert value(samples, requests, route="batch", status="207", error="") == 1
+        assert value(samples, requests, route="queued", status="207", error="") == 1
+
+        def refusals() -> float:
+            samples = scrape(base)[0]
+            seen = value(samples, "kafkaupstream_backpressure_refusals_total", reason="queue_full")
+            return seen or 0.0
+
+        assert eventually(refusals, what="the refused batch tail counted") == 1
         assert value(samples, "kafkaupstream_records_produced_total", topic=topic) == 7
         failed = "kafkaupstream_records_failed_total"
         assert value(samples, failed, topic=topic, error="MSG_SIZE_TOO_LARGE") == 1

@@ -138,3 +138,12 @@ def test_check_config_validates_the_schema_and_prints_it(
     )
     assert main(["check-config", remote]) == 1
     assert "value: schema: a $ref" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "route", sorted((Path(__file__).resolve().parents[2] / "examples" / "routes").glob("*.json"))
+)
+def test_every_example_route_passes_check_config(
+    route: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["check-config", f"@{route}"]) == 0, capsys.readouterr()

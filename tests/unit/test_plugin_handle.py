@@ -140,3 +140,35 @@ def test_the_pool_is_created_on_first_use_not_with_the_plugin() -> None:
     assert made == []
     handle(plugin, state, Requests().make(b""))  # refused (empty body): still no producer needed
     assert made == []
+
+
+def test_async_batch_queues_every_record_in_order_and_answers_the_count() -> None:
+    plugin, state, topic = plugin_and_topic(
+        delivery="async", partition=0, batch="ndjson", jsonkey="id", forward_headers=["x-trace"]
+    )
+    body = b'{ "id" : "a" }\n\n{"id": "b", "n": [ 1 ]}\n'
+    request = Requests().make(body, ("content-type", "application/x-ndjson"), ("x-trace", "t"))
+    answer = handle(plugin, state, request)
+    assert (answer.status, json.loads(answer.body)) == (
+        202,
+        {"topic": topic, "queued": 2, "failed": 0},
+    )
+    messages = KafkaStore().get_messages_in_partition(topic, 0)
+    assert [(m.key(), m.value()) for m in messages] == [
+        (b"a", b'{"id":"a"}'),
+        (b"b", b'{"id":"b","n":[1]}'),
+    ]
+    assert {tuple(m.headers()) for m in messages} == {(("x-trace", b"t"),)}
+
+
+def test_a_batch_with_a_wrong_content_type_costs_no_body_round_trip() -> None:
+    plugin, state, topic = plugin_and_topic(delivery="async", partition=0, batch="json-array")
+    requests = Requests()
+    answer = handle(plugin, state, requests.make(b"[1]", ("content-type", "text/plain")))
+    assert answer.status == 415
+    assert requests.body_fetches == 0
+    refused = handle(
+        plugin, state, requests.make(b'[1, {"a": }]', ("content-type", "application/json"))
+    )
+    assert (refused.status, json.loads(refused.body)["record"]) == (400, 1)
+    assert KafkaStore().get_messages_in_partition(topic, 0) == []

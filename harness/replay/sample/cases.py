@@ -301,6 +301,13 @@ CASES = [
         (J,),
         b"[1, 2, 3, 4]",
     ),
+    Case(
+        "async batch: a record bigger than the queue stops queueing there: 207, Retry-After",
+        "/replay/batch-backpressure",
+        207,
+        (NDJSON,),
+        b'{"n": 1}\n{"pad": "' + b"x" * 2048 + b'"}\n{"n": 3}\n',
+    ),
     Case("no delivery report within timeout_ms: 504", "/replay/dead-timeout", 504, (), b"x"),
     Case(
         "delivery failed (broker unreachable): 503 kafka_unavailable",

@@ -65,6 +65,13 @@ ROUTES = [
         config={"message.max.bytes": 1000},
     ),
     _route("/replay/batch-array", topic=OTHER, batch="json-array", max_batch_records=3),
+    _route(
+        "/replay/batch-backpressure",
+        topic=OTHER,
+        batch="ndjson",
+        delivery="async",
+        config={"queue.buffering.max.kbytes": 1},
+    ),
     _route("/replay/dead-timeout", bootstrap="${DEAD_BOOTSTRAP}", topic=OTHER, timeout_ms=300),
     _route(
         "/replay/dead-unavailable",
