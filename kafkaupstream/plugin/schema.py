@@ -14,13 +14,15 @@ Validation is jsonschema-rs (Rust), chosen by measurement against fastjsonschema
 
 What a violation reports is the JSON pointer into the body and the failing keyword: never the
 schema's own values (a pattern, an enum, a bound). Only the first one is reported: the
-library's error iterator builds every error before it yields the first (a million-item array
-of wrong items took seconds), while stopping at the first error costs no more than validating.
+library's error iterator builds every error before it yields the first (100,000 wrong items:
+2 s), while stopping at the first error costs no more than validating.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any, NoReturn
 
 import jsonschema_rs
@@ -30,13 +32,19 @@ from kafkaupstream.plugin.schema_cost import CostError, checks_per_value
 #: A pointer is built from the body's own keys: one that is longer is cut (and marked so).
 MAX_POINTER_CHARS = 200
 
-_DRAFTS = {
-    jsonschema_rs.Draft4Validator: "draft-04",
-    jsonschema_rs.Draft6Validator: "draft-06",
-    jsonschema_rs.Draft7Validator: "draft-07",
-    jsonschema_rs.Draft201909Validator: "2019-09",
-    jsonschema_rs.Draft202012Validator: "2020-12",
-}
+#: What Python strings hold for bytes that are not UTF-8 (surrogateescape) and for lone ``\\ud800``
+#: escapes: valid in a JSON body (Go accepts both), but no Rust string can hold them.
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+_DRAFTS = MappingProxyType(
+    {
+        jsonschema_rs.Draft4Validator: "draft-04",
+        jsonschema_rs.Draft6Validator: "draft-06",
+        jsonschema_rs.Draft7Validator: "draft-07",
+        jsonschema_rs.Draft201909Validator: "2019-09",
+        jsonschema_rs.Draft202012Validator: "2020-12",
+    }
+)
 
 
 class SchemaError(ValueError):
@@ -49,6 +57,11 @@ class Violation:
 
     pointer: str  # RFC 6901, into the record ("" is the whole record)
     keyword: str  # the schema keyword that failed ("minimum", "required", ...)
+
+
+#: A violation the library cannot describe: its error carries the failing value, which it
+#: refuses to build when that value nests more than 255 levels deep.
+UNLOCATED = Violation("", "unknown")
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +92,8 @@ def compile_schema(raw: Any) -> RouteSchema:
         )
     except jsonschema_rs.ValidationError as exc:
         raise SchemaError(_reason(exc)) from None
+    except ValueError:  # what the library says of a lone surrogate escape (\ud800) in a string
+        raise SchemaError("holds a string that is not valid Unicode (a lone surrogate)") from None
     try:
         checks = checks_per_value(raw)
     except CostError as exc:
@@ -105,15 +120,50 @@ def _reason(exc: jsonschema_rs.ValidationError) -> str:
 
 
 def violations(schema: RouteSchema, record: Any) -> tuple[Violation, ...]:
-    """Where the parsed ``record`` breaks the schema (its first violation); empty when valid."""
-    validator = schema.validator
+    """Where the parsed ``record`` breaks the schema (its first violation); empty when valid.
+
+    A string that is not valid Unicode is validated as Go's decoder reads it, each bad byte or
+    lone surrogate a U+FFFD; the record produced keeps its bytes.
+    """
+    try:
+        return _first_violation(schema.validator, record)
+    except UnicodeEncodeError:
+        return _first_violation(schema.validator, _replace_surrogates(record))
+
+
+def _first_violation(validator: jsonschema_rs.Validator, record: Any) -> tuple[Violation, ...]:
     if validator.is_valid(record):  # the common case, without building any error
         return ()
     try:
         validator.validate(record)
     except jsonschema_rs.ValidationError as error:
         return (Violation(pointer(error.instance_path), error.kind.name),)
+    except UnicodeEncodeError:
+        raise  # a ValueError too: violations() retries without surrogates
+    except ValueError:  # the failing value nests too deep for the library to describe it
+        return (UNLOCATED,)
     return ()  # pragma: no cover - is_valid and validate agree
+
+
+def _replace_surrogates(record: Any) -> Any:
+    """A copy of ``record`` with U+FFFD for every surrogate in its strings and keys.
+
+    Iterative: a record may nest 10,000 levels deep.
+    """
+    root = [record]
+    pending: list[tuple[Any, Any]] = [(root, 0)]
+    while pending:
+        container, key = pending.pop()
+        item = container[key]
+        if isinstance(item, str):
+            container[key] = _SURROGATE.sub("\ufffd", item)
+        elif isinstance(item, list):
+            container[key] = items = list(item)
+            pending.extend((items, i) for i in range(len(items)))
+        elif isinstance(item, dict):
+            container[key] = members = {_SURROGATE.sub("\ufffd", k): v for k, v in item.items()}
+            pending.extend((members, k) for k in members)
+    return root[0]
 
 
 def pointer(path: list[str | int]) -> str:

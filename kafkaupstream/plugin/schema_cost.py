@@ -158,12 +158,16 @@ class _Walk:
     ) -> jsonschema_rs.Resolver:
         if resolver is None:
             return self._registry.resolver(self._root_uri)
+        # "id" names a resource in draft 4 only; elsewhere it may be anything, even a property.
+        strict = "$id" in node
         embedded = node.get("$id", node.get("id"))
         if not isinstance(embedded, str) or embedded.startswith("#"):
             return resolver
         try:
             return self._registry.resolver(urldefrag(urljoin(resolver.base_uri, embedded)).url)
-        except jsonschema_rs.ReferencingError:
+        except (ValueError, jsonschema_rs.ReferencingError):
+            if not strict:
+                return resolver
             raise CostError("an embedded $id cannot be followed when bounding the cost") from None
 
     def _follow(self, ref: str, resolver: jsonschema_rs.Resolver) -> list[int]:
@@ -178,7 +182,7 @@ class _Walk:
             )
         try:
             resolved = resolver.lookup(ref)
-        except jsonschema_rs.ReferencingError:
+        except (ValueError, jsonschema_rs.ReferencingError):
             raise CostError("a $ref cannot be followed when bounding the schema's cost") from None
         self._open.add(target)
         try:

@@ -296,3 +296,18 @@ def test_a_batch_route_with_a_schema_keeps_its_content_types(
         assert answer.status == 200, (content_type, answer.body)
     refused = run(_post(runner, value, body, [("Content-Type", "text/plain")]))
     assert_error(refused, 415, "unsupported_media_type")
+
+
+def test_strings_that_are_not_unicode_pass_validation_and_land_unchanged(
+    runner: RunnerProcess, broker: EmbeddedBroker, new_topic: NewTopic, read_records: ReadRecords
+) -> None:
+    topic = new_topic(1)
+    schema = {"properties": {"s": {"type": "string", "maxLength": 3}}}
+    value = route(broker.bootstrap, topic=topic, schema=schema)
+    answer = send(runner, value, b'{ "s" : "a\xff\\ud800" , "\xfe" : 1 }')
+    assert answer.status == 200, answer.body
+    assert record_at(read_records, answer).value == b'{"s":"a\xff\\ud800","\xfe":1}'
+    refused = send(runner, value, b'{"s": "a\xff\xfe\xfd"}')  # four characters, as Go reads them
+    assert assert_error(refused, 422, "schema_violation")["violations"] == [
+        {"pointer": "/s", "keyword": "maxLength"}
+    ]

@@ -34,7 +34,7 @@ _LEAVES = st.one_of(
         [
             "string", "integer", "object", "array", "#", "#/$defs/a", "#/properties/a", "#a",
             "a.json", "../b", "urn:x", "http://127.0.0.1:1/s", "file:///etc/hosts", "^a+$",
-            "(a+)+$", "(?=x)", "\\1", "email",
+            "(a+)+$", "(?=x)", "\\1", "email", "\ud800", "a\udcff",
         ]
     ),
 )  # fmt: skip

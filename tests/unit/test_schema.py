@@ -335,3 +335,30 @@ def test_max_body_bytes_times_checks_per_value_is_bounded() -> None:
     limit = MAX_VALIDATION_WORK // 32
     assert f"lower max_body_bytes to {limit} or less" in error.reason
     assert route(schema=schema, max_body_bytes=limit).schema is not None
+
+
+def test_strings_that_are_not_unicode_are_validated_as_go_reads_them_and_kept() -> None:
+    schema = {
+        "properties": {"s": {"type": "string", "maxLength": 2, "pattern": "^a"}},
+        "propertyNames": {"pattern": "^[a-z\ufffd]+$"},
+    }
+    config = route(schema=schema)
+    body = b'{"s": "a\xff", "\xfe": 1, "t": "\\ud800"}'  # invalid UTF-8, a lone surrogate
+    assert record(config, body, JSON).value == b'{"s":"a\xff","\xfe":1,"t":"\\ud800"}'
+    too_long = refusal(config, b'{"s": "a\xff\xfe"}', JSON)  # three characters, as in Go
+    assert json.loads(too_long.answer().body)["violations"] == [
+        {"pointer": "/s", "keyword": "maxLength"}
+    ]
+    assert refusal(config, b'{"s": "\\udc00"}', JSON).code == "schema_violation"
+
+
+def test_a_violation_too_deep_for_the_library_to_describe_is_still_refused() -> None:
+    deep = "[" * 300 + '"x"' + "]" * 300
+    error = refusal(route(schema={"type": "object"}), deep.encode(), JSON)
+    assert json.loads(error.answer().body)["violations"] == [{"pointer": "", "keyword": "unknown"}]
+    shallow = refusal(route(schema={"items": {"type": "object"}}), f"[{deep}]".encode(), JSON)
+    assert json.loads(shallow.answer().body)["violations"] == [
+        {"pointer": "", "keyword": "unknown"}
+    ]
+    fine = record(route(schema={"type": "array"}), deep.encode(), JSON)
+    assert fine.value == deep.encode()
