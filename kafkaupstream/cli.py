@@ -77,6 +77,29 @@ def _build_parser() -> argparse.ArgumentParser:
         help="serve Prometheus /metrics, /health and /ready for the whole runner on this TCP "
         "address (default: KAFKAUPSTREAM_METRICS_LISTEN, else off)",
     )
+    run.add_argument(
+        "--spool-dir",
+        default=os.environ.get("KAFKAUPSTREAM_SPOOL_DIR", ""),
+        metavar="DIR",
+        help="where delivery 'spool' routes keep their records until Kafka has them, one file "
+        "per worker (default: KAFKAUPSTREAM_SPOOL_DIR, else no spool)",
+    )
+    run.add_argument(
+        "--spool-max-bytes",
+        type=_at_least_one,
+        default=None,
+        metavar="N",
+        help="bytes each worker's spool may hold (records and dead letters); more get 503 "
+        "backpressure (default: KAFKAUPSTREAM_SPOOL_MAX_BYTES, else 1 GiB)",
+    )
+    run.add_argument(
+        "--spool-max-age",
+        type=float,
+        default=None,
+        metavar="S",
+        help="/health is degraded while a spool's oldest record is older (default: "
+        "KAFKAUPSTREAM_SPOOL_MAX_AGE, else 60)",
+    )
     run.set_defaults(func=_cmd_run)
 
     check = sub.add_parser(
@@ -143,6 +166,17 @@ def _cmd_run(args: argparse.Namespace) -> int:
                 else os.environ.get("KAFKAUPSTREAM_MAX_IN_FLIGHT")
             ),
             metrics_listen=args.metrics_listen,
+            spool_dir=args.spool_dir,
+            spool_max_bytes=(
+                args.spool_max_bytes
+                if args.spool_max_bytes is not None
+                else os.environ.get("KAFKAUPSTREAM_SPOOL_MAX_BYTES")
+            ),
+            spool_max_age=(
+                args.spool_max_age
+                if args.spool_max_age is not None
+                else os.environ.get("KAFKAUPSTREAM_SPOOL_MAX_AGE")
+            ),
         )
     except ValueError as exc:
         log_event(log, logging.ERROR, "bad_environment", cause=str(exc))

@@ -14,7 +14,8 @@ import functools
 import logging
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 from kafkaupstream.api import Plugin
 from kafkaupstream.builtin import StopPlugin
@@ -38,6 +39,9 @@ from kafkaupstream.server import (
 )
 from kafkaupstream.server.confs import ConfList, LocalTokenStore, TokenStore
 
+if TYPE_CHECKING:
+    from kafkaupstream.spool import SpoolSettings
+
 log = logging.getLogger(__name__)
 
 #: Requests one worker lets past the body fetch at once (``--max-in-flight``). Normal traffic
@@ -58,6 +62,8 @@ class RunnerOptions:
     max_in_flight: int = DEFAULT_MAX_IN_FLIGHT
     #: Where ``/metrics``, ``/health`` and ``/ready`` are served; None: no metrics at all.
     metrics_listen: Address | None = None
+    #: ``--spool-dir`` and its limits (the slot is filled in per worker); None: no spool.
+    spool: SpoolSettings | None = None
 
     @classmethod
     def from_environment(
@@ -70,12 +76,18 @@ class RunnerOptions:
         workers: int = 1,
         max_in_flight: int | str | None = None,
         metrics_listen: str | None = None,
+        spool_dir: str | None = None,
+        spool_max_bytes: int | str | None = None,
+        spool_max_age: float | str | None = None,
     ) -> RunnerOptions:
         """Validate what APISIX put in the environment; raises ValueError naming the variable.
 
         ``max_in_flight`` is ``--max-in-flight`` (an int), ``KAFKAUPSTREAM_MAX_IN_FLIGHT`` (its
         text) or None for :data:`DEFAULT_MAX_IN_FLIGHT`. ``metrics_listen`` is ``HOST:PORT``
         (``--metrics-listen`` or ``KAFKAUPSTREAM_METRICS_LISTEN``), empty or None for none.
+        ``spool_*`` likewise: ``--spool-dir`` / ``KAFKAUPSTREAM_SPOOL_DIR`` (empty: no spool),
+        ``--spool-max-bytes`` / ``KAFKAUPSTREAM_SPOOL_MAX_BYTES``, ``--spool-max-age`` /
+        ``KAFKAUPSTREAM_SPOOL_MAX_AGE``.
         """
         if not listen:
             raise ValueError("APISIX_LISTEN_ADDRESS is not set (APISIX sets it when it spawns us)")
@@ -100,6 +112,7 @@ class RunnerOptions:
             workers=workers,
             max_in_flight=_max_in_flight(max_in_flight),
             metrics_listen=_metrics_listen(metrics_listen),
+            spool=_spool(spool_dir, spool_max_bytes, spool_max_age),
         )
 
 
@@ -110,6 +123,37 @@ def _metrics_listen(value: str | None) -> Address | None:
         return parse_address(value)
     except ValueError as exc:
         raise ValueError(f"--metrics-listen / KAFKAUPSTREAM_METRICS_LISTEN: {exc}") from None
+
+
+def _spool(
+    directory: str | None, max_bytes: int | str | None, max_age: float | str | None
+) -> SpoolSettings | None:
+    if not directory:
+        return None
+    # Imported here: the parent of the workers never loads the producers' modules.
+    from kafkaupstream.spool import DEFAULT_MAX_AGE_S, DEFAULT_MAX_BYTES, SpoolSettings
+
+    limit = (
+        DEFAULT_MAX_BYTES
+        if max_bytes is None
+        else _number("--spool-max-bytes / KAFKAUPSTREAM_SPOOL_MAX_BYTES", max_bytes, int)
+    )
+    age = (
+        DEFAULT_MAX_AGE_S
+        if max_age is None
+        else _number("--spool-max-age / KAFKAUPSTREAM_SPOOL_MAX_AGE", max_age, float)
+    )
+    return SpoolSettings(os.path.abspath(directory), max_bytes=int(limit), max_age_s=float(age))
+
+
+def _number(name: str, value: int | float | str, kind: type[int] | type[float]) -> float:
+    try:
+        number = kind(value)
+    except ValueError:
+        raise ValueError(f"{name} must be a number, got {value!r}") from None
+    if number <= 0:
+        raise ValueError(f"{name} must be positive, got {value}")
+    return number
 
 
 def _max_in_flight(value: int | str | None) -> int:
@@ -142,11 +186,18 @@ def build_server(
     """
     from kafkaupstream.plugin.kafka_plugin import KafkaUpstreamPlugin
     from kafkaupstream.producers import ProducerPool
+    from kafkaupstream.spool import Spool
 
     telemetry = Telemetry(metrics.directory) if metrics is not None else None
+    spool_factory = None
+    if options.spool is not None:
+        # Each worker owns the spool slot of its index and takes over the slots past the count.
+        spool_settings = replace(options.spool, slot=settings.worker_slot, slots=options.workers)
+        spool_factory = functools.partial(Spool, spool_settings)
     kafka = KafkaUpstreamPlugin(
         ProducerPool if telemetry is None else telemetry.pool_factory,
         max_in_flight=options.max_in_flight,
+        spool_factory=spool_factory,
     )
     if telemetry is not None:
         telemetry.watch(kafka)

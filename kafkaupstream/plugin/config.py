@@ -95,6 +95,11 @@ class RouteConfig:
         return self.delivery == "sync"
 
     @property
+    def spooled(self) -> bool:
+        """Answered once the record is on the runner's local disk (``--spool-dir``)."""
+        return self.delivery == "spool"
+
+    @property
     def topic_header(self) -> str:
         return f"{self.headerprefix}topic"
 
@@ -139,8 +144,11 @@ def _parse_route_config(value: str) -> RouteConfig:
         "max_body_bytes": _int_in(1, MAX_BODY_LIMIT),
     }
     options = {name: parsers[name](name, raw) for name, raw in fields.items() if raw is not None}
-    sync = options.get("delivery", "sync") == "sync"
-    config = RouteConfig(producer_config=_producer_config(raw_producer_config, sync), **options)
+    # Spool routes forward with the idempotent producer too: a retried batch is written once.
+    idempotent = options.get("delivery", "sync") in ("sync", "spool")
+    config = RouteConfig(
+        producer_config=_producer_config(raw_producer_config, idempotent), **options
+    )
     if config.topic is None and not config.allowed_topics:
         raise RouteConfigError(
             "topic", "required (or list allowed_topics so that the topic header can choose one)"
@@ -187,7 +195,7 @@ def _position(exc: ValueError) -> str:
     return f"at character {pos}" if pos is not None else "unreadable"
 
 
-def _producer_config(raw: Any, sync: bool) -> ConfigKey:
+def _producer_config(raw: Any, idempotent: bool) -> ConfigKey:
     if raw is None:
         raise RouteConfigError("config", "required: librdkafka producer properties")
     if not isinstance(raw, _Pairs):
@@ -199,7 +207,7 @@ def _producer_config(raw: Any, sync: bool) -> ConfigKey:
     names = {name for name, _ in key}
     if not names.intersection(_BOOTSTRAP_PROPERTIES):
         raise RouteConfigError("config.bootstrap.servers", "required: the brokers to connect to")
-    if sync and _idempotence_fits(dict(key)):
+    if idempotent and _idempotence_fits(dict(key)):
         key = tuple(sorted((*key, ("enable.idempotence", "true"))))
     refusal = check_producer_config(key)
     if refusal is not None:
@@ -267,8 +275,8 @@ def _headerprefix(name: str, raw: Any) -> str:
 
 def _delivery(name: str, raw: Any) -> str:
     text = _string(name, raw).lower()
-    if text not in ("sync", "async"):
-        raise RouteConfigError(name, "must be 'sync' or 'async'")
+    if text not in ("sync", "async", "spool"):
+        raise RouteConfigError(name, "must be 'sync', 'async' or 'spool'")
     return text
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 
 from kafkaupstream.api import Answer, HTTPRequest, Plugin
@@ -27,6 +28,7 @@ from kafkaupstream.plugin.answers import (
     TOO_MANY_IN_FLIGHT,
     RequestError,
     outcome_answer,
+    spool_answer,
 )
 from kafkaupstream.plugin.answers import route_config_invalid as config_invalid_answer
 from kafkaupstream.plugin.config import RouteConfig, RouteConfigError, parse_route_config
@@ -37,6 +39,7 @@ from kafkaupstream.producers import (
     ProducerConfigError,
     ProducerPool,
 )
+from kafkaupstream.spool import Spool, SpoolClosedError
 
 log = logging.getLogger(__name__)
 
@@ -59,8 +62,13 @@ class KafkaUpstreamPlugin(Plugin):
         pool_factory: Callable[[], ProducerPool] = ProducerPool,
         *,
         max_in_flight: int | None = None,
+        spool_factory: Callable[[Callable[[], ProducerPool]], Spool] | None = None,
     ) -> None:
-        """``max_in_flight``: requests let past the body fetch at once (None: no cap)."""
+        """``max_in_flight``: requests let past the body fetch at once (None: no cap).
+
+        ``spool_factory`` (``--spool-dir``) makes the spool of ``delivery: "spool"`` routes from
+        a getter of this plugin's producer pool; without it such routes are invalid.
+        """
         if max_in_flight is not None and max_in_flight < 1:
             raise ValueError("max_in_flight must be at least 1")
         self._pool_factory = pool_factory
@@ -71,6 +79,7 @@ class KafkaUpstreamPlugin(Plugin):
         self.refused_queue_full = 0
         self.refused_in_flight_cap = 0
         self._cap_log = RateLimit(_CAP_LOG_INTERVAL_S)
+        self._spool = spool_factory(lambda: self.pool) if spool_factory is not None else None
 
     @property
     def pool(self) -> ProducerPool:
@@ -86,13 +95,24 @@ class KafkaUpstreamPlugin(Plugin):
         return self._pool
 
     @property
+    def spool(self) -> Spool | None:
+        """The spool of this process (``--spool-dir``), for telemetry."""
+        return self._spool
+
+    @property
     def in_flight(self) -> int:
         """Requests between their body fetch and their answer now."""
         return self._in_flight
 
     def prepare(self, value: str) -> RouteConfig | RouteConfigError:
         try:
-            return parse_route_config(value)
+            config = parse_route_config(value)
+            if config.spooled and self._spool is None:
+                raise RouteConfigError(
+                    "delivery",
+                    "'spool' needs the runner's --spool-dir (env KAFKAUPSTREAM_SPOOL_DIR)",
+                )
+            return config
         except RouteConfigError as exc:
             # The field and the reason only: the value may be a password.
             log_event(
@@ -125,6 +145,11 @@ class KafkaUpstreamPlugin(Plugin):
             except RequestError as exc:
                 log_event(log, logging.DEBUG, "request_refused", status=exc.status, error=exc.code)
                 return exc.answer()
+            if self._spool is not None and config.spooled:
+                try:
+                    return spool_answer(await self._spool.append(config.producer_config, record))
+                except SpoolClosedError:
+                    return SHUTTING_DOWN
             try:
                 producer = self.pool.get_canonical(config.producer_config)
                 outcome = await producer.produce(
@@ -153,6 +178,17 @@ class KafkaUpstreamPlugin(Plugin):
             max_in_flight=self._max_in_flight,
         )
 
+    async def start(self) -> None:
+        if self._spool is not None:
+            await self._spool.start()
+
     async def close(self, timeout: float) -> None:
+        started = time.monotonic()
+        if self._spool is not None:
+            # Forwarded records still in a producer are flushed (or purged) with it below;
+            # the spool then commits the removals of those that were delivered.
+            self._spool.stop_forwarding()
         if self._pool is not None:
-            await self._pool.close(timeout)
+            await self._pool.close(timeout * 0.8 if self._spool is not None else timeout)
+        if self._spool is not None:
+            await self._spool.close(max(0.0, timeout - (time.monotonic() - started)))

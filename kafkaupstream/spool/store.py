@@ -263,8 +263,12 @@ class SpoolStore:
         dead, dead_size = self._db.execute(
             "SELECT count(*), coalesce(sum(size), 0) FROM dead_letters"
         ).fetchone()
-        oldest = self._db.execute("SELECT created FROM records ORDER BY id LIMIT 1").fetchone()
-        return Totals(records, size, dead, dead_size, oldest[0] if oldest else None)
+        return Totals(records, size, dead, dead_size, self.oldest_created())
+
+    def oldest_created(self) -> float | None:
+        """When the oldest record still here was spooled (the head of the spool; by the key)."""
+        row = self._db.execute("SELECT created FROM records ORDER BY id LIMIT 1").fetchone()
+        return None if row is None else float(row[0])
 
     def possible_duplicates(self) -> int:
         """Records still here that a producer was handed before (at the open: an earlier life)."""

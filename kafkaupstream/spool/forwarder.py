@@ -1,0 +1,169 @@
+"""A spool file's forwarder: produce its records in spool order, remove each after its report.
+
+A batch is read in id order and handed to the route's producer (the pool's shared, idempotent
+producer of the record's config) in that order, then awaited as a whole. Delivered records are
+removed, records Kafka refuses for good become dead letters, and the rest (broker down, a dead
+client, shutdown's purge) are produced again, from the first of them, after a growing pause.
+Before a batch is handed over its last id is committed as the sent mark, so a later open can
+count what may be delivered twice. Delivery is at least once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import logging
+import sqlite3
+from collections.abc import Callable
+
+from kafkaupstream.logs import RateLimit
+from kafkaupstream.producers import (
+    Delivered,
+    DeliveryOutcome,
+    Failed,
+    ProducerClosedError,
+    ProducerConfigError,
+    ProducerPool,
+)
+from kafkaupstream.spool.file import SpoolFile
+from kafkaupstream.spool.store import StoredRecord
+
+log = logging.getLogger(__name__)
+
+#: Records read and produced at once: large enough that a batch fills librdkafka's batches,
+#: small enough to bound what waits in the producer's queue while a broker is down.
+BATCH = 512
+#: librdkafka reports every record within its ``message.timeout.ms`` (300 s by default), so a
+#: wait of our own must not end first: a record still queued must never be produced twice.
+_WAIT_S = 24 * 3600.0
+_FIRST_PAUSE_S = 0.2
+_MAX_PAUSE_S = 5.0
+_LOG_INTERVAL_S = 5.0
+#: Refusals that are the record's own fault: producing it again can never succeed. A client's
+#: fatal error, an authentication failure or a timeout is not the record's fault: retried.
+DEAD_LETTER_ERRORS = frozenset(
+    {
+        "MSG_SIZE_TOO_LARGE",
+        "INVALID_MSG_SIZE",
+        "INVALID_RECORD",
+        "RECORD_LIST_TOO_LARGE",
+        "CORRUPT_MESSAGE",
+        "_UNKNOWN_PARTITION",
+        "_UNKNOWN_TOPIC",
+        "UNKNOWN_TOPIC_OR_PART",
+        "TOPIC_AUTHORIZATION_FAILED",
+        "TOPIC_EXCEPTION",
+        "_INVALID_ARG",
+    }
+)
+
+
+class Forwarder:
+    """Runs as one task per open spool file until :meth:`stop` (or an orphan file is drained)."""
+
+    def __init__(self, file: SpoolFile, pool: Callable[[], ProducerPool]) -> None:
+        self._file = file
+        self._pool = pool
+        self._stopping = asyncio.Event()
+        self._retry_log = RateLimit(_LOG_INTERVAL_S)
+        self._dead_log = RateLimit(_LOG_INTERVAL_S)
+
+    def stop(self) -> None:
+        """No new batch starts; the one in the producer ends with the pool's flush or purge."""
+        self._stopping.set()
+
+    async def run(self) -> None:
+        """Forward until stopped; returns on its own when a taken-over file is empty."""
+        after = 0
+        pause = 0.0
+        file = self._file
+        while not self._stopping.is_set():
+            file.changed.clear()
+            try:
+                batch = await file.read(after, BATCH)
+            except sqlite3.Error:
+                batch = []  # logged by the commits that fail too; try again shortly
+                await self._sleep(_FIRST_PAUSE_S)
+                continue
+            if not batch:
+                if not file.own and file.records == 0 and file.idle:
+                    return
+                await self._wait_for_records()
+                continue
+            await file.settle(sent_upto=batch[-1].id)
+            outcomes = await asyncio.gather(*(self._forward(stored) for stored in batch))
+            delivered: list[StoredRecord] = []
+            dead: list[tuple[StoredRecord, str, str]] = []
+            retry: list[tuple[StoredRecord, str]] = []
+            for stored, outcome in zip(batch, outcomes, strict=True):
+                if isinstance(outcome, Delivered):
+                    delivered.append(stored)
+                elif isinstance(outcome, Failed) and outcome.error_name in DEAD_LETTER_ERRORS:
+                    dead.append((stored, outcome.error_name, outcome.reason))
+                elif isinstance(outcome, tuple):
+                    dead.append((stored, *outcome))
+                else:
+                    retry.append((stored, _name(outcome)))
+            if dead:
+                self._log_dead(dead)
+            if delivered or dead:
+                await file.settle(removals=delivered, dead=dead)
+            if retry:
+                after = retry[0][0].id - 1
+                pause = min(_MAX_PAUSE_S, max(_FIRST_PAUSE_S, pause * 2))
+                self._retry_log.log(
+                    log,
+                    logging.WARNING,
+                    "spool_forward_retry",
+                    counted="batches",
+                    file=file.name,
+                    records=len(retry),
+                    cause=retry[0][1],
+                    pause_s=pause,
+                )
+                await self._sleep(pause)
+            else:
+                after = batch[-1].id
+                pause = 0.0
+
+    async def _forward(self, stored: StoredRecord) -> DeliveryOutcome | tuple[str, str] | None:
+        """The record's outcome; (error, reason) for a config librdkafka refuses; None: closed."""
+        try:
+            producer = self._pool().get_canonical(stored.config)
+            return await producer.produce(stored.record, wait=True, timeout=_WAIT_S)
+        except ProducerConfigError as exc:
+            return ("config_refused", str(exc))
+        except ProducerClosedError:
+            return None
+
+    def _log_dead(self, dead: list[tuple[StoredRecord, str, str]]) -> None:
+        errors = collections.Counter(error for _stored, error, _reason in dead)
+        self._dead_log.log(
+            log,
+            logging.ERROR,
+            "spool_dead_letter",
+            counted="batches",
+            file=self._file.name,
+            records=len(dead),
+            topic=dead[0][0].record.topic,
+            errors=dict(errors),
+        )
+
+    async def _wait_for_records(self) -> None:
+        changed = asyncio.ensure_future(self._file.changed.wait())
+        stopping = asyncio.ensure_future(self._stopping.wait())
+        # A taken-over file gets no new records: look again now and then whether it is drained.
+        await asyncio.wait((changed, stopping), timeout=1.0, return_when=asyncio.FIRST_COMPLETED)
+        for waiter in (changed, stopping):
+            waiter.cancel()
+
+    async def _sleep(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), seconds)
+
+
+def _name(outcome: object) -> str:
+    if isinstance(outcome, Failed):
+        return outcome.error_name
+    return "producer_closed" if outcome is None else type(outcome).__name__
