@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import dataclasses
 import functools
 import logging
 import os
@@ -73,6 +74,8 @@ class Spool:
         self._unavailable = "not opened yet"
         self._maintenance: asyncio.Task[None] | None = None
         self._closing = False
+        #: Counters of the taken-over files already drained and closed (see :meth:`counters`).
+        self._retired = _Counters()
         self._open_log = RateLimit(_LOG_INTERVAL_S)
         self._full_log = RateLimit(_LOG_INTERVAL_S)
 
@@ -178,6 +181,7 @@ class Spool:
         """A drained taken-over file: closed, and removed unless it holds dead letters."""
         file = self._files.pop(slot)
         self._forwarders.pop(slot)
+        self._retired = self._retired.plus(_Counters.of(file))
         await file.close()
         keep = file.dead_letters > 0
         if not keep:
@@ -195,6 +199,13 @@ class Spool:
     def stats(self) -> list[SpoolFileStats]:
         """Every open file, this worker's own first."""
         return [file.stats() for file in sorted(self._files.values(), key=lambda f: not f.own)]
+
+    def counters(self) -> dict[str, int]:
+        """Totals since this process started, over every file it opened (for counters)."""
+        total = self._retired
+        for file in self._files.values():
+            total = total.plus(_Counters.of(file))
+        return dataclasses.asdict(total)
 
     @property
     def unavailable(self) -> str | None:
@@ -224,6 +235,29 @@ class Spool:
             file.lock.release()
         self._files.clear()
         self._executor.shutdown(wait=False)
+
+
+@dataclass(frozen=True, slots=True)
+class _Counters:
+    forwarded: int = 0
+    dead_lettered: int = 0
+    possible_duplicates: int = 0
+    write_errors: int = 0
+    refused_full: int = 0
+
+    @classmethod
+    def of(cls, file: SpoolFile) -> _Counters:
+        return cls(
+            file.forwarded,
+            file.dead_lettered,
+            file.possible_duplicates,
+            file.write_errors,
+            file.refused_full,
+        )
+
+    def plus(self, other: _Counters) -> _Counters:
+        pairs = zip(dataclasses.astuple(self), dataclasses.astuple(other), strict=True)
+        return _Counters(*(a + b for a, b in pairs))
 
 
 async def _idle(file: SpoolFile) -> None:

@@ -382,3 +382,63 @@ def test_a_failing_spool_write_answers_503_spool_unavailable_while_other_routes_
     assert all(a.status == 202 for _i, a in after)
     assert set(counts) == accepted
     assert "event=spool_write_failed" in logs
+
+
+def _get(url: str) -> tuple[int, bytes]:
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url, timeout=5) as answer:
+            return answer.status, answer.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+
+
+def _metric(text: str, name: str) -> float:
+    values = [float(m) for m in re.findall(rf"^{name}(?:{{[^}}]*}})? (\S+)$", text, re.MULTILINE)]
+    return sum(values)
+
+
+def test_metrics_and_health_show_the_backlog_its_age_and_the_drain(
+    spool_dir: str, broker_factory: BrokerFactory
+) -> None:
+    topic = new_topic_name()
+    port = free_port()
+    metrics = f"127.0.0.1:{free_port()}"
+    route = conf(f"127.0.0.1:{port}", topic, delivery="spool")
+
+    async def spool_some(runner: RunnerProcess) -> list[HTTPAnswer]:
+        async with FakeApisix(runner.socket_path) as apisix:
+            return [await post(apisix, route, {"id": f"m-{i}"}) for i in range(30)]
+
+    args = ("--metrics-listen", metrics, "--spool-max-age", "1")
+    with spool_runner(spool_dir, *args) as runner:
+        answers = asyncio.run(spool_some(runner))
+
+        def degraded() -> bool:
+            status, body = _get(f"http://{metrics}/health")
+            return status == 503 and b"oldest record waits" in body
+
+        asyncio.run(until(degraded, 10, "/health degraded by the spool's age"))
+        _status, backlog = _get(f"http://{metrics}/metrics")
+        late_broker(broker_factory, port, topic)
+        counts = landed(f"127.0.0.1:{port}", topic, expected=30, timeout=20)
+
+        def drained() -> bool:
+            _status, body = _get(f"http://{metrics}/metrics")
+            text = body.decode()
+            return _metric(text, "kafkaupstream_spool_forwarded_total") == 30 and (
+                _metric(text, "kafkaupstream_spool_records") == 0
+            )
+
+        asyncio.run(until(drained, 15, "metrics show the spool drained"))
+        health_after, _body = _get(f"http://{metrics}/health")
+    text = backlog.decode()
+    assert [a.status for a in answers] == [202] * 30
+    assert _metric(text, "kafkaupstream_spool_records") == 30
+    assert _metric(text, "kafkaupstream_spool_bytes") > 30 * 10
+    assert _metric(text, "kafkaupstream_spool_oldest_record_age_seconds") > 1
+    assert _metric(text, "kafkaupstream_spool_available") == 1
+    assert len(counts) == 30
+    assert health_after == 200
