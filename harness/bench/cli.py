@@ -9,6 +9,7 @@ import os
 import platform
 import subprocess
 import sys
+import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from functools import partial
@@ -30,6 +31,7 @@ TOPICS = {
     "bench-async": 1,
     "bench-sync": 1,
     "bench-async-w2": 1,
+    "bench-spool": 1,
 }
 STOP_LABEL = "runner, stop plugin (echo_body: RPC + ExtraInfo, no Kafka)"
 
@@ -70,7 +72,8 @@ def run_bench(s: Settings) -> tuple[list[Row], dict[str, str]]:
         # The runner does not use uvloop: show what uvloop's floor would be, too.
         rows.append(guarded("a-uvloop", "floor", partial(floor_row, "uvloop", s, "a-uvloop")))
     rows.append(stop)
-    with EmbeddedBroker(TOPICS) as broker:
+    spool_dir = tempfile.TemporaryDirectory(prefix="ku-bench-spool-")
+    with EmbeddedBroker(TOPICS) as broker, spool_dir:
         bootstrap, pid = broker.bootstrap, broker.pid
         for key, label, topic, extra in (
             ("b", "raw produce, acks=all, linger.ms=5", "bench-raw", {}),
@@ -107,7 +110,10 @@ def run_bench(s: Settings) -> tuple[list[Row], dict[str, str]]:
                 2,
                 2 * s.connections,
             ),
+            # The spool (fsync'ed on the bench's disk, then forwarded) next to c and d.
+            ("e", "spool", "bench-spool", {"bootstrap.servers": bootstrap}, 1, s.connections),
         ):
+            spool_args = ["--spool-dir", spool_dir.name] if delivery == "spool" else []
             label = (
                 f"runner, kafkaupstream {delivery}"
                 + (", acks=all" if delivery == "sync" else "")
@@ -122,7 +128,7 @@ def run_bench(s: Settings) -> tuple[list[Row], dict[str, str]]:
                         runner_row,
                         key,
                         label,
-                        ["--workers", str(workers)],
+                        ["--workers", str(workers), *spool_args],
                         "kafkaupstream",
                         conf,
                         replace(s, connections=connections),

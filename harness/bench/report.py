@@ -19,6 +19,8 @@ RATIOS = (
     ("c", "b", "runner async vs raw produce"),
     ("d", "b-idem", "runner sync vs raw idempotent produce"),
     ("c-w2", "c", "runner async, 2 workers vs 1"),
+    ("e", "c", "runner spool vs async"),
+    ("e", "d", "runner spool vs sync"),
 )
 
 
@@ -30,6 +32,14 @@ def _num(value: float | None, fmt: str) -> str:
 
 def _cpu(row: Row, name: str) -> str:
     return _num(row.cpu.get(name), "{:.2f}")
+
+
+def _per_request(row: Row) -> str:
+    """Server CPU time per answer: cores used / answers per second, in microseconds."""
+    server = row.cpu.get("server")
+    if server is None or not row.rate:
+        return "—"
+    return f"{server / row.rate * 1e6:,.0f}"
 
 
 def saturation(row: Row, cpus: int) -> str:
@@ -63,18 +73,19 @@ def render(rows: Sequence[Row], facts: Mapping[str, str], cpus: int) -> str:
         ]
     lines += [
         "",
-        "| key | scenario | req/s | p50 ms | p99 ms | answers | server cores | load cores "
-        "| broker cores | other cores |",
-        "|---|---|--:|--:|--:|---|--:|--:|--:|--:|",
+        "| key | scenario | req/s | p50 ms | p99 ms | answers | server cores | server CPU µs/req "
+        "| load cores | broker cores | other cores |",
+        "|---|---|--:|--:|--:|---|--:|--:|--:|--:|--:|",
     ]
     for row in rows:
         if row.error:
-            lines.append(f"| {row.key} | {row.label} | failed: {row.error} | | | | | | | |")
+            lines.append(f"| {row.key} | {row.label} | failed: {row.error} | | | | | | | | |")
             continue
         lines.append(
             f"| {row.key} | {row.label} | {_num(row.rate, '{:,.0f}')} | {_num(row.p50, '{:.2f}')} "
             f"| {_num(row.p99, '{:.2f}')} | {row.answers} | {_cpu(row, 'server')} "
-            f"| {_cpu(row, 'load')} | {_cpu(row, 'broker')} | {_cpu(row, 'other')} |"
+            f"| {_per_request(row)} | {_cpu(row, 'load')} | {_cpu(row, 'broker')} "
+            f"| {_cpu(row, 'other')} |"
         )
     lines += ["", "| ratio | value | meaning |", "|---|--:|---|"]
     for top, bottom, meaning in RATIOS:

@@ -96,9 +96,9 @@ class SpoolFile:
 
     # -- the forwarder ----------------------------------------------------------------------------
 
-    async def read(self, after: int, limit: int) -> list[StoredRecord]:
+    async def read(self, after: int, limit: int, max_bytes: int) -> list[StoredRecord]:
         """Records in spool order after id ``after``; raises ``sqlite3.Error`` on a disk error."""
-        return await self._run(self._read_job, after, limit)
+        return await self._run(self._read_job, after, limit, max_bytes)
 
     def settle(
         self,
@@ -239,8 +239,8 @@ class SpoolFile:
             raise
         return store.oldest_created()
 
-    def _read_job(self, after: int, limit: int) -> list[StoredRecord]:
-        return self._opened().read(after, limit)
+    def _read_job(self, after: int, limit: int, max_bytes: int) -> list[StoredRecord]:
+        return self._opened().read(after, limit, max_bytes)
 
     def _close_job(self) -> None:
         store, self._store = self._store, None

@@ -34,6 +34,8 @@ log = logging.getLogger(__name__)
 #: Records read and produced at once: large enough that a batch fills librdkafka's batches,
 #: small enough to bound what waits in the producer's queue while a broker is down.
 BATCH = 512
+#: ... and at most this many bytes (but at least one record): what a batch holds in memory.
+BATCH_BYTES = 16 * 1024 * 1024
 #: librdkafka reports every record within its ``message.timeout.ms`` (300 s by default), so a
 #: wait of our own must not end first: a record still queued must never be produced twice.
 _WAIT_S = 24 * 3600.0
@@ -81,7 +83,7 @@ class Forwarder:
         while not self._stopping.is_set():
             file.changed.clear()
             try:
-                batch = await file.read(after, BATCH)
+                batch = await file.read(after, BATCH, BATCH_BYTES)
             except sqlite3.Error:
                 batch = []  # logged by the commits that fail too; try again shortly
                 await self._sleep(_FIRST_PAUSE_S)

@@ -232,12 +232,24 @@ class SpoolStore:
 
     # -- reading ---------------------------------------------------------------------------------
 
-    def read(self, after: int, limit: int) -> list[StoredRecord]:
-        """Up to ``limit`` records with ids above ``after``, in spool order."""
+    def read(self, after: int, limit: int, max_bytes: int) -> list[StoredRecord]:
+        """Records with ids above ``after``, in spool order: up to ``limit`` of them, and no more
+        than ``max_bytes`` together (but at least one), so large bodies bound the batch too."""
+        sizes = self._db.execute(
+            "SELECT id, size FROM records WHERE id > ? ORDER BY id LIMIT ?", (after, limit)
+        ).fetchall()
+        if not sizes:
+            return []
+        last, total = sizes[0][0], 0
+        for ident, size in sizes:
+            total += size
+            if total > max_bytes and ident != sizes[0][0]:
+                break
+            last = ident
         rows = self._db.execute(
             "SELECT id, created, config, topic, partition, key, value, headers, size FROM records "
-            "WHERE id > ? ORDER BY id LIMIT ?",
-            (after, limit),
+            "WHERE id > ? AND id <= ? ORDER BY id",
+            (after, last),
         ).fetchall()
         return [
             StoredRecord(

@@ -30,7 +30,7 @@ from harness.fake_apisix import ClientRequest, FakeApisix, HTTPAnswer, PluginCon
 from harness.runner_process import RunnerProcess
 
 from .conftest import BrokerFactory
-from .faultkit import Clients, by_status, conf, landed, new_topic_name, until
+from .faultkit import Clients, by_status, conf, landed, new_topic_name, pause, until
 
 JSON = (("Content-Type", "application/json"),)
 
@@ -442,3 +442,49 @@ def test_metrics_and_health_show_the_backlog_its_age_and_the_drain(
     assert _metric(text, "kafkaupstream_spool_available") == 1
     assert len(counts) == 30
     assert health_after == 200
+
+
+def _sent_mark(spool_dir: str) -> int:
+    with sqlite3.connect(f"file:{spool_dir}/spool-0.db?mode=ro", uri=True) as db:
+        row = db.execute("SELECT value FROM meta WHERE name = 'sent_upto'").fetchone()
+    return int(row[0]) if row else 0
+
+
+def test_records_in_flight_at_a_sigkill_are_delivered_again_and_counted(
+    spool_dir: str, broker_factory: BrokerFactory
+) -> None:
+    """The broker frozen while the forwarder hands records over, then the runner SIGKILLed: the
+    next runner counts those records as possible duplicates and produces them again."""
+    topic = new_topic_name()
+    broker = broker_factory({topic: 1})
+    route = conf(broker.bootstrap, topic, delivery="spool")
+
+    async def send(runner: RunnerProcess, prefix: str, n: int) -> list[HTTPAnswer]:
+        async with FakeApisix(runner.socket_path) as apisix:
+            sends = (post(apisix, route, {"id": f"{prefix}-{i}"}) for i in range(n))
+            return list(await asyncio.gather(*sends))
+
+    first = spool_runner(spool_dir).start()
+    try:
+        warm = asyncio.run(send(first, "warm", 5))
+        assert len(landed(broker.bootstrap, topic, expected=5, timeout=10)) == 5
+        pause(broker)
+        frozen = asyncio.run(send(first, "frozen", 100))
+        # The forwarder handed the first batch after the warm-up to the producer (ids from 6).
+        asyncio.run(until(lambda: _sent_mark(spool_dir) > 5, 10, "a batch handed over"))
+        first.stop(signal.SIGKILL)
+        logs = first.logs()
+    finally:
+        first.close()
+    with spool_runner(spool_dir) as second:
+        broker.resume()
+        counts = landed(broker.bootstrap, topic, expected=105, timeout=20)
+        asyncio.run(until(lambda: not _spool_holds_records(spool_dir), 20, "spool drained"))
+        logs += second.logs()
+    counted = opened_duplicates(logs)
+    duplicates = sum(n - 1 for n in counts.values() if n > 1)
+    print(f"\nSIGKILL with 100 in flight: {duplicates} duplicates, {counted} counted at the open")
+    assert [a.status for a in (*warm, *frozen)] == [202] * 105
+    assert set(counts) == {f"warm-{i}" for i in range(5)} | {f"frozen-{i}" for i in range(100)}
+    assert 0 < counted <= 100
+    assert duplicates <= counted
