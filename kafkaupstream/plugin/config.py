@@ -149,6 +149,14 @@ def _parse_route_config(value: str) -> RouteConfig:
     config = RouteConfig(
         producer_config=_producer_config(raw_producer_config, idempotent), **options
     )
+    idempotence = dict(config.producer_config).get("enable.idempotence", "")
+    if config.spooled and idempotence.lower() != "true":
+        # The forwarder's order and its retries without duplicates rest on it.
+        raise RouteConfigError(
+            "config.enable.idempotence",
+            "spool routes produce with the idempotent producer: leave enable.idempotence unset "
+            "(or true), with acks all, max.in.flight at most 5 and retries above 0",
+        )
     if config.topic is None and not config.allowed_topics:
         raise RouteConfigError(
             "topic", "required (or list allowed_topics so that the topic header can choose one)"

@@ -19,6 +19,7 @@ from collections.abc import Callable
 
 from kafkaupstream.logs import RateLimit
 from kafkaupstream.producers import (
+    Backpressure,
     Delivered,
     DeliveryOutcome,
     Failed,
@@ -94,11 +95,11 @@ class Forwarder:
                 await self._wait_for_records()
                 continue
             await file.settle(sent_upto=batch[-1].id)
-            outcomes = await asyncio.gather(*(self._forward(stored) for stored in batch))
+            outcomes = await self._hand_over(batch)
             delivered: list[StoredRecord] = []
             dead: list[tuple[StoredRecord, str, str]] = []
             retry: list[tuple[StoredRecord, str]] = []
-            for stored, outcome in zip(batch, outcomes, strict=True):
+            for stored, outcome in zip(batch, outcomes, strict=False):
                 if isinstance(outcome, Delivered):
                     delivered.append(stored)
                 elif isinstance(outcome, Failed) and outcome.error_name in DEAD_LETTER_ERRORS:
@@ -111,6 +112,8 @@ class Forwarder:
                 self._log_dead(dead)
             if delivered or dead:
                 await file.settle(removals=delivered, dead=dead)
+            if len(outcomes) < len(batch):  # the rest was not handed over: a refusal stopped it
+                retry += [(stored, "not_sent") for stored in batch[len(outcomes) :]]
             if retry:
                 after = retry[0][0].id - 1
                 pause = min(_MAX_PAUSE_S, max(_FIRST_PAUSE_S, pause * 2))
@@ -128,6 +131,25 @@ class Forwarder:
             else:
                 after = batch[-1].id
                 pause = 0.0
+
+    async def _hand_over(
+        self, batch: list[StoredRecord]
+    ) -> list[DeliveryOutcome | tuple[str, str] | None]:
+        """Produce the batch in order and await every report; stop at the first retriable refusal.
+
+        Each record's ``produce()`` runs in its task's first step, so one loop iteration after
+        its task is made the record is queued or refused: a record refused at once (a full
+        producer queue, a dead client) stops the batch there, so that no later record of it can
+        overtake it in the partition.
+        """
+        tasks = []
+        for stored in batch:
+            task = asyncio.ensure_future(self._forward(stored))
+            tasks.append(task)
+            await asyncio.sleep(0)
+            if task.done() and _retry_at_once(task.result()):
+                break
+        return list(await asyncio.gather(*tasks))
 
     async def _forward(self, stored: StoredRecord) -> DeliveryOutcome | tuple[str, str] | None:
         """The record's outcome; (error, reason) for a config librdkafka refuses; None: closed."""
@@ -163,6 +185,12 @@ class Forwarder:
     async def _sleep(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._stopping.wait(), seconds)
+
+
+def _retry_at_once(outcome: DeliveryOutcome | tuple[str, str] | None) -> bool:
+    if isinstance(outcome, Failed):
+        return outcome.error_name not in DEAD_LETTER_ERRORS
+    return outcome is None or isinstance(outcome, Backpressure)
 
 
 def _name(outcome: object) -> str:

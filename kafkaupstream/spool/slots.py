@@ -24,9 +24,10 @@ def db_path(directory: str, slot: int) -> str:
 
 
 def orphan_slots(directory: str, slot: int, slots: int) -> list[int]:
-    """Slots past the worker count whose files this slot takes over."""
+    """Slots past the worker count whose files this slot takes over (none while the
+    directory cannot be listed: the own file's open says why)."""
     found: list[int] = []
-    with contextlib.suppress(FileNotFoundError):
+    with contextlib.suppress(OSError):
         for entry in os.listdir(directory):
             match = _NAME.match(entry)
             if match is not None:

@@ -16,6 +16,7 @@ import functools
 import logging
 import os
 import sqlite3
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -81,7 +82,10 @@ class Spool:
 
     async def start(self) -> None:
         """Open this slot's file and the orphans it takes over; keep trying what fails."""
-        await self._maintain()
+        try:
+            await self._maintain()
+        except Exception:  # the runner serves its other routes whatever the spool does
+            log_event(log, logging.ERROR, "spool_maintenance_failed", exc_info=True)
         self._maintenance = asyncio.get_running_loop().create_task(self._maintain_forever())
 
     # -- requests --------------------------------------------------------------------------------
@@ -124,7 +128,10 @@ class Spool:
         settings = self.settings
         if self._own is None:
             self._own = await self._open(settings.slot, own=True)
-        for slot in orphan_slots(settings.directory, settings.slot, settings.slots):
+        orphans = await asyncio.to_thread(
+            orphan_slots, settings.directory, settings.slot, settings.slots
+        )
+        for slot in orphans:
             if slot not in self._files:
                 await self._open(slot, own=False)
         for slot, (_forwarder, task) in list(self._forwarders.items()):
@@ -221,18 +228,25 @@ class Spool:
             forwarder.stop()
 
     async def close(self, timeout: float) -> None:
-        """After the flush: let the forwarders commit what was delivered, close every file."""
+        """After the flush: let the forwarders commit what was delivered, close every file.
+
+        Bounded by ``timeout``: a disk that hangs a commit must not hold the exit (the kernel
+        releases the locks when the process ends, and what was committed stays committed).
+        """
+        deadline = time.monotonic() + max(0.0, timeout)
         self.stop_forwarding()
         tasks = [task for _forwarder, task in self._forwarders.values()]
         if tasks:
-            _done, pending = await asyncio.wait(tasks, timeout=max(0.0, timeout))
+            _done, pending = await asyncio.wait(tasks, timeout=max(0.0, timeout * 0.8))
             for task in pending:
                 task.cancel()
         for file in self._files.values():
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(_idle(file), timeout=0.05)
-            await file.close()
-            file.lock.release()
+            self._retired = self._retired.plus(_Counters.of(file))
+            left = max(0.01, deadline - time.monotonic())
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(_idle(file), timeout=left)
+                await asyncio.wait_for(file.close(), timeout=max(0.01, deadline - time.monotonic()))
+                file.lock.release()
         self._files.clear()
         self._executor.shutdown(wait=False)
 

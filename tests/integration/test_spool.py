@@ -210,6 +210,8 @@ def test_sigkill_of_a_worker_and_of_the_runner_loses_no_spooled_record(
         # Fewer workers now: the one left takes over the other slot's file and drains it.
         with spool_runner(spool_dir, workers=1) as second:
             await until(lambda: not _spool_holds_records(spool_dir), 30, "spool drained")
+            taken_over = Path(spool_dir, "spool-1.db")
+            await until(lambda: not taken_over.exists(), 10, "the drained spool-1 removed")
             logs += second.logs()
         return clients
 
@@ -488,3 +490,33 @@ def test_records_in_flight_at_a_sigkill_are_delivered_again_and_counted(
     assert set(counts) == {f"warm-{i}" for i in range(5)} | {f"frozen-{i}" for i in range(100)}
     assert 0 < counted <= 100
     assert duplicates <= counted
+
+
+def test_a_spool_dir_that_cannot_be_made_answers_503_and_other_routes_serve(
+    broker: EmbeddedBroker,
+) -> None:
+    metrics = f"127.0.0.1:{free_port()}"
+    spool_route = conf(broker.bootstrap, "kafkaupstream", delivery="spool")
+    sync_route = conf(broker.bootstrap, "kafkaupstream")
+
+    async def scenario(runner: RunnerProcess) -> tuple[HTTPAnswer, HTTPAnswer]:
+        async with FakeApisix(runner.socket_path) as apisix:
+            return (
+                await post(apisix, spool_route, {"id": "spooled"}),
+                await post(apisix, sync_route, {"id": "sync"}),
+            )
+
+    # /dev/null is not a directory: every attempt to make the spool directory fails (ENOTDIR).
+    with spool_runner("/dev/null/spool", "--metrics-listen", metrics) as runner:
+        spooled, synced = asyncio.run(scenario(runner))
+        asyncio.run(until(lambda: _get(f"http://{metrics}/health")[0] == 503, 10, "degraded"))
+        _status, health = _get(f"http://{metrics}/health")
+        logs = runner.logs()
+    assert (spooled.status, error_of(spooled), spooled.header("Retry-After")) == (
+        503,
+        "spool_unavailable",
+        "1",
+    )
+    assert synced.status == 200
+    assert b"cannot be opened" in health
+    assert "event=spool_open_failed" in logs

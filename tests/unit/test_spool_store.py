@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
 import stat
@@ -127,3 +128,26 @@ def test_spool_routes_accept_the_field_and_default_to_the_idempotent_producer() 
         parse_route_config(
             '{"config": {"bootstrap.servers": "k:9092"}, "topic": "t", "delivery": "disk"}'
         )
+
+
+@pytest.mark.parametrize(
+    "config",
+    [{"enable.idempotence": False}, {"acks": 1}, {"max.in.flight": 10}],
+)
+def test_spool_routes_refuse_a_producer_that_cannot_be_idempotent(
+    config: dict[str, object],
+) -> None:
+    value = json.dumps(
+        {"config": {"bootstrap.servers": "k:9092", **config}, "topic": "t", "delivery": "spool"}
+    )
+    with pytest.raises(RouteConfigError) as refused:
+        parse_route_config(value)
+    assert refused.value.field == "config.enable.idempotence"
+    explicit = json.dumps(
+        {
+            "config": {"bootstrap.servers": "k:9092", "enable.idempotence": "TRUE"},
+            "topic": "t",
+            "delivery": "spool",
+        }
+    )
+    assert parse_route_config(explicit).spooled
