@@ -17,7 +17,7 @@ import logging
 import sqlite3
 from collections.abc import Callable
 
-from kafkaupstream.logs import RateLimit
+from kafkaupstream.logs import RateLimit, log_event
 from kafkaupstream.producers import (
     Backpressure,
     Delivered,
@@ -78,6 +78,18 @@ class Forwarder:
 
     async def run(self) -> None:
         """Forward until stopped; returns on its own when a taken-over file is empty."""
+        while not self._stopping.is_set():
+            try:
+                await self._forward_all()
+                return
+            except Exception:
+                # A bug must not stop the spool's delivery for good: log it, start over from
+                # the head of the file (records not yet removed may be produced once more).
+                name = self._file.name
+                log_event(log, logging.ERROR, "spool_forwarder_failed", exc_info=True, file=name)
+                await self._sleep(_MAX_PAUSE_S)
+
+    async def _forward_all(self) -> None:
         after = 0
         pause = 0.0
         file = self._file

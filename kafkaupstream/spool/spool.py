@@ -149,8 +149,14 @@ class Spool:
                 self._cannot_open(slot, own, "locked by another process")
                 return None
             store = await self._run(SpoolStore, path)
-            file = await self._run(SpoolFile, path, lock, store, self._executor, own=own)
         except (OSError, sqlite3.Error) as exc:
+            lock.release()
+            self._cannot_open(slot, own, str(exc))
+            return None
+        try:
+            file = await self._run(SpoolFile, path, lock, store, self._executor, own=own)
+        except (OSError, sqlite3.Error) as exc:  # not a database, or unreadable
+            await self._run(store.close)
             lock.release()
             self._cannot_open(slot, own, str(exc))
             return None
