@@ -260,7 +260,8 @@ def test_sigterm_exits_within_the_budget_and_the_next_runner_delivers_the_spool(
     finally:
         runner.close()
     assert [a.status for a in answers] == [202] * 200
-    assert code == 0 and elapsed < 1.0, (code, elapsed)
+    # The budget (--shutdown-timeout, default 0.8 s) and a little for the exit itself.
+    assert code == 0 and elapsed < 0.8 + 0.5, (code, elapsed)
     with spool_runner(spool_dir):
         late_broker(broker_factory, port, topic)
         counts = landed(f"127.0.0.1:{port}", topic, expected=200, timeout=20)
