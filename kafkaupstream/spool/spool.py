@@ -135,7 +135,9 @@ class Spool:
             if slot not in self._files:
                 await self._open(slot, own=False)
         for slot, (_forwarder, task) in list(self._forwarders.items()):
-            if task.done() and slot != settings.slot:
+            # A drained taken-over file with dead letters stays open (and locked): its dead
+            # letters stay in the gauges, and it is not opened again every second.
+            if task.done() and slot != settings.slot and not self._files[slot].dead_letters:
                 await self._retire(slot)
 
     async def _open(self, slot: int, *, own: bool) -> SpoolFile | None:
@@ -191,16 +193,14 @@ class Spool:
         )
 
     async def _retire(self, slot: int) -> None:
-        """A drained taken-over file: closed, and removed unless it holds dead letters."""
+        """A drained taken-over file without dead letters: closed and removed."""
         file = self._files.pop(slot)
         self._forwarders.pop(slot)
         self._retired = self._retired.plus(_Counters.of(file))
         await file.close()
-        keep = file.dead_letters > 0
-        if not keep:
-            await asyncio.to_thread(remove_files, file.path)
-        file.lock.release(remove=not keep)
-        log_event(log, logging.INFO, "spool_drained", file=file.name, removed=not keep)
+        await asyncio.to_thread(remove_files, file.path)
+        file.lock.release(remove=True)
+        log_event(log, logging.INFO, "spool_drained", file=file.name, removed=True)
 
     async def _run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """On the database thread (SQLite objects stay on the thread that uses them)."""

@@ -521,3 +521,35 @@ def test_a_spool_dir_that_cannot_be_made_answers_503_and_other_routes_serve(
     assert synced.status == 200
     assert b"cannot be opened" in health
     assert "event=spool_open_failed" in logs
+
+
+def test_files_of_slots_past_the_worker_count_are_taken_over_drained_and_removed(
+    spool_dir: str, broker: EmbeddedBroker
+) -> None:
+    """What a runner with more workers left: slot 3 with records, slot 5 with a dead letter."""
+    from kafkaupstream.producers import KafkaRecord, canonical_config
+    from kafkaupstream.spool.store import SpoolStore, record_size
+
+    topic = new_topic_name()
+    broker.create_topics({topic: 1})
+    config = canonical_config({"bootstrap.servers": broker.bootstrap, "enable.idempotence": True})
+    left = SpoolStore(os.path.join(spool_dir, "spool-3.db"))
+    records = [KafkaRecord(topic, json.dumps({"id": f"left-{i}"}).encode()) for i in range(5)]
+    left.commit([(config, r, time.time(), record_size(r)) for r in records])
+    left.close()
+    dead = SpoolStore(os.path.join(spool_dir, "spool-5.db"))
+    dead.commit([(config, KafkaRecord(topic, b"x"), time.time(), 1)])
+    (stored,) = dead.read(0, 1, 1 << 20)
+    dead.commit([], dead=[(stored, "MSG_SIZE_TOO_LARGE", "too large")])
+    dead.close()
+
+    with spool_runner(spool_dir, workers=2) as runner:
+        counts = landed(broker.bootstrap, topic, expected=5, timeout=15)
+        gone = Path(spool_dir, "spool-3.db")
+        asyncio.run(until(lambda: not gone.exists(), 10, "the drained spool-3 removed"))
+        time.sleep(2.5)  # a few maintenance rounds
+        logs = runner.logs()
+    assert dict(counts) == {f"left-{i}": 1 for i in range(5)}
+    assert Path(spool_dir, "spool-5.db").exists()
+    assert len(re.findall(r"event=spool_opened file=spool-5\.db", logs)) == 1
+    assert re.search(r"event=spool_opened file=spool-3\.db own=False records=5", logs)
