@@ -115,5 +115,8 @@ class Plugin(ABC):
     async def handle(self, state: Any, request: HTTPRequest) -> Answer | None:
         """Answer the request (Stop) or return None to let the next plugin / upstream have it."""
 
+    async def start(self) -> None:  # noqa: B027 - optional hook
+        """Called once on the process's event loop before it accepts connections."""
+
     async def close(self, timeout: float) -> None:  # noqa: B027 - optional hook
         """Called once on shutdown, after in-flight requests finished; bounded by ``timeout``."""

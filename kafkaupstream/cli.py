@@ -130,6 +130,29 @@ def _build_parser() -> argparse.ArgumentParser:
         help="serve Prometheus /metrics, /health and /ready for the whole runner on this TCP "
         "address (default: KAFKAUPSTREAM_METRICS_LISTEN, else off)",
     )
+    run.add_argument(
+        "--spool-dir",
+        default=os.environ.get("KAFKAUPSTREAM_SPOOL_DIR", ""),
+        metavar="DIR",
+        help="where delivery 'spool' routes keep their records until Kafka has them, one file "
+        "per worker (default: KAFKAUPSTREAM_SPOOL_DIR, else no spool)",
+    )
+    run.add_argument(
+        "--spool-max-bytes",
+        type=_at_least_one,
+        default=None,
+        metavar="N",
+        help="bytes each worker's spool may hold (records and dead letters); more get 503 "
+        "backpressure (default: KAFKAUPSTREAM_SPOOL_MAX_BYTES, else 1 GiB)",
+    )
+    run.add_argument(
+        "--spool-max-age",
+        type=float,
+        default=None,
+        metavar="S",
+        help="/health is degraded while a spool's oldest record is older (default: "
+        "KAFKAUPSTREAM_SPOOL_MAX_AGE, else 60)",
+    )
     run.set_defaults(func=_cmd_run)
 
     check = sub.add_parser(
@@ -214,6 +237,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
             producer_grace=_flag_or_env(args.producer_grace, "KAFKAUPSTREAM_PRODUCER_GRACE"),
             stall_after=_flag_or_env(args.stall_after, "KAFKAUPSTREAM_STALL_AFTER"),
             worker_timeout=_flag_or_env(args.worker_timeout, "KAFKAUPSTREAM_WORKER_TIMEOUT"),
+            spool_dir=args.spool_dir,
+            spool_max_bytes=_flag_or_env(args.spool_max_bytes, "KAFKAUPSTREAM_SPOOL_MAX_BYTES"),
+            spool_max_age=_flag_or_env(args.spool_max_age, "KAFKAUPSTREAM_SPOOL_MAX_AGE"),
         )
     except ValueError as exc:
         log_event(log, logging.ERROR, "bad_environment", cause=str(exc))

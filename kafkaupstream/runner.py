@@ -14,7 +14,8 @@ import functools
 import logging
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 from kafkaupstream.api import Plugin
 from kafkaupstream.builtin import StopPlugin
@@ -40,6 +41,9 @@ from kafkaupstream.server import (
 )
 from kafkaupstream.server.confs import ConfList, LocalTokenStore, TokenStore
 from kafkaupstream.server.tokens import TTL_FACTOR
+
+if TYPE_CHECKING:
+    from kafkaupstream.spool import SpoolSettings
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +95,9 @@ class RunnerOptions:
         """How long a producer may go unused: its tokens' lifetime, then the grace period."""
         return self.settings.conf_expire_s * TTL_FACTOR + self.producer_grace_s
 
+    #: ``--spool-dir`` and its limits (the slot is filled in per worker); None: no spool.
+    spool: SpoolSettings | None = None
+
     @classmethod
     def from_environment(
         cls,
@@ -107,6 +114,9 @@ class RunnerOptions:
         producer_grace: float | str | None = None,
         stall_after: float | str | None = None,
         worker_timeout: float | str | None = None,
+        spool_dir: str | None = None,
+        spool_max_bytes: int | str | None = None,
+        spool_max_age: float | str | None = None,
     ) -> RunnerOptions:
         """Validate what APISIX put in the environment; raises ValueError naming the variable.
 
@@ -117,6 +127,9 @@ class RunnerOptions:
         (``--metrics-listen`` or ``KAFKAUPSTREAM_METRICS_LISTEN``), empty or None for none.
         ``max_producers``, ``producer_grace``, ``stall_after`` and ``worker_timeout`` likewise:
         the flag's number, the variable's text, or None for the default.
+        ``spool_*`` likewise: ``--spool-dir`` / ``KAFKAUPSTREAM_SPOOL_DIR`` (empty: no spool),
+        ``--spool-max-bytes`` / ``KAFKAUPSTREAM_SPOOL_MAX_BYTES``, ``--spool-max-age`` /
+        ``KAFKAUPSTREAM_SPOOL_MAX_AGE``.
         """
         if not listen:
             raise ValueError("APISIX_LISTEN_ADDRESS is not set (APISIX sets it when it spawns us)")
@@ -152,6 +165,7 @@ class RunnerOptions:
             worker_timeout_s=_number(
                 worker_timeout, DEFAULT_WORKER_TIMEOUT_S, "worker-timeout", minimum=3
             ),
+            spool=_spool(spool_dir, spool_max_bytes, spool_max_age),
         )
 
 
@@ -162,6 +176,21 @@ def _metrics_listen(value: str | None) -> Address | None:
         return parse_address(value)
     except ValueError as exc:
         raise ValueError(f"--metrics-listen / KAFKAUPSTREAM_METRICS_LISTEN: {exc}") from None
+
+
+def _spool(
+    directory: str | None, max_bytes: int | str | None, max_age: float | str | None
+) -> SpoolSettings | None:
+    if not directory:
+        return None
+    # Imported here: the parent of the workers never loads the producers' modules.
+    from kafkaupstream.spool import DEFAULT_MAX_AGE_S, DEFAULT_MAX_BYTES, SpoolSettings
+
+    return SpoolSettings(
+        os.path.abspath(directory),
+        max_bytes=_cap(max_bytes, "spool-max-bytes", DEFAULT_MAX_BYTES),
+        max_age_s=float(_number(max_age, DEFAULT_MAX_AGE_S, "spool-max-age", minimum=1)),
+    )
 
 
 def _cap(value: int | str | None, flag: str, default: int) -> int:
@@ -210,6 +239,7 @@ def build_server(
     """
     from kafkaupstream.plugin.kafka_plugin import KafkaUpstreamPlugin
     from kafkaupstream.producers import ProducerPool
+    from kafkaupstream.spool import Spool
 
     telemetry = (
         Telemetry(metrics.directory, stall_after_s=options.stall_after_s)
@@ -225,10 +255,16 @@ def build_server(
             idle_after_s=options.producer_idle_s,
         )
 
+    spool_factory = None
+    if options.spool is not None:
+        # Each worker owns the spool slot of its index and takes over the slots past the count.
+        spool_settings = replace(options.spool, slot=settings.worker_slot, slots=options.workers)
+        spool_factory = functools.partial(Spool, spool_settings)
     kafka = KafkaUpstreamPlugin(
         make_pool,
         max_in_flight=options.max_in_flight,
         max_awaiting_body=options.max_awaiting_body,
+        spool_factory=spool_factory,
     )
     if telemetry is not None:
         telemetry.watch(kafka)

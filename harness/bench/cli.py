@@ -9,6 +9,7 @@ import os
 import platform
 import subprocess
 import sys
+import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from functools import partial
@@ -38,6 +39,7 @@ TOPICS = {
     "bench-async-schema": 1,
     "bench-batch-async": 1,
     "bench-batch-sync": 1,
+    "bench-spool": 1,
 }
 STOP_LABEL = "runner, stop plugin (echo_body: RPC + ExtraInfo, no Kafka)"
 
@@ -85,7 +87,8 @@ def run_bench(s: Settings) -> tuple[list[Row], dict[str, str]]:
         # The runner does not use uvloop: show what uvloop's floor would be, too.
         rows.append(guarded("a-uvloop", "floor", partial(floor_row, "uvloop", s, "a-uvloop")))
     rows.append(stop)
-    with EmbeddedBroker(TOPICS) as broker:
+    spool_dir = tempfile.TemporaryDirectory(prefix="ku-bench-spool-")
+    with EmbeddedBroker(TOPICS) as broker, spool_dir:
         bootstrap, pid = broker.bootstrap, broker.pid
         for key, label, topic, extra in (
             ("b", "raw produce, acks=all, linger.ms=5", "bench-raw", {}),
@@ -167,7 +170,20 @@ def run_bench(s: Settings) -> tuple[list[Row], dict[str, str]]:
                 False,
             ),
             ("f", "sync", "bench-batch-sync", sync_config, 1, s.connections, n, None, False),
+            # The spool (fsync'ed on the bench's disk, then forwarded) next to c and d.
+            (
+                "g",
+                "spool",
+                "bench-spool",
+                {"bootstrap.servers": bootstrap},
+                1,
+                s.connections,
+                one,
+                None,
+                False,
+            ),
         ):
+            spool_args = ["--spool-dir", spool_dir.name] if delivery == "spool" else []
             build = "pure Python" if pure or not compiled else "compiled core"
             batches = f" NDJSON batches of {records} x {s.record_size} B" if records > 1 else ""
             label = (
@@ -191,7 +207,7 @@ def run_bench(s: Settings) -> tuple[list[Row], dict[str, str]]:
                         runner_row,
                         key,
                         label,
-                        ["--workers", str(workers)],
+                        ["--workers", str(workers), *spool_args],
                         "kafkaupstream",
                         json.dumps(fields),
                         replace(s, connections=connections),

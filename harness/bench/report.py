@@ -25,6 +25,8 @@ RATIOS = (
     ("f", "b-idem", "runner sync batches vs raw idempotent produce, records/s"),
     ("e", "c", "runner async: records/s in batches vs single requests"),
     ("f", "d", "runner sync: records/s in batches vs single requests"),
+    ("g", "c", "runner spool vs async"),
+    ("g", "d", "runner spool vs sync"),
 )
 #: The floor CPU per request is compared with: the simplest correct Python server.
 CPU_FLOOR = "a-streams"

@@ -133,6 +133,48 @@ class _RunnerCollector:
                     reachable.add_metric(labels, 1.0 if producer["reachable"] else 0.0)
         yield depth
         yield reachable
+        yield from _spool_gauges(reports)
+
+
+def _spool_gauges(reports: dict[int, dict[str, Any]]) -> Iterator[Any]:
+    from prometheus_client.core import GaugeMetricFamily
+
+    labels = ("file", "pid")
+    gauges = {
+        "records": GaugeMetricFamily(
+            "kafkaupstream_spool_records",
+            "Records in a spool file (sampled each second)",
+            labels=labels,
+        ),
+        "bytes": GaugeMetricFamily(
+            "kafkaupstream_spool_bytes",
+            "Bytes of the records in a spool file (key, value, headers, topic)",
+            labels=labels,
+        ),
+        "oldest_age_s": GaugeMetricFamily(
+            "kafkaupstream_spool_oldest_record_age_seconds",
+            "Age of the oldest record in a spool file (absent when it is empty)",
+            labels=labels,
+        ),
+        "dead_letters": GaugeMetricFamily(
+            "kafkaupstream_spool_dead_letters",
+            "Dead letters in a spool file (records Kafka refused for good)",
+            labels=labels,
+        ),
+        "available": GaugeMetricFamily(
+            "kafkaupstream_spool_available",
+            "1 while a spool file can be written, 0 after a failed commit",
+            labels=labels,
+        ),
+    }
+    for pid, worker_report in sorted(reports.items()):
+        for file in (worker_report.get("spool") or {}).get("files", ()):
+            values = (str(file.get("file")), str(pid))
+            for name, gauge in gauges.items():
+                value = file.get(name)
+                if value is not None:
+                    gauge.add_metric(values, float(value))
+    yield from gauges.values()
 
 
 def _json(status: int, body: dict[str, Any]) -> Response:

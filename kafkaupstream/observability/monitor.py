@@ -26,12 +26,15 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from kafkaupstream.logs import log_event
 from kafkaupstream.observability.files import MetricsDir
 from kafkaupstream.observability.recorder import Recorder
 from kafkaupstream.producers import PooledProducer, ProducerPool, ProducerStats, redact_bootstrap
+
+if TYPE_CHECKING:
+    from kafkaupstream.spool import Spool
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +57,9 @@ class TelemetrySource(Protocol):
 
     @property
     def producer_pool(self) -> ProducerPool | None: ...
+
+    @property
+    def spool(self) -> Spool | None: ...
 
     #: ``503 backpressure`` answers since start, by reason.
     refused_queue_full: int
@@ -97,7 +103,14 @@ class Monitor:
         self._watches: dict[str, _Watch] = {}
         self._replaced_seen = 0
         self._released_seen = 0
-        self._refused_seen = {"queue_full": 0, "in_flight_cap": 0, "awaiting_body_cap": 0}
+        self._refused_seen = {
+            "queue_full": 0,
+            "in_flight_cap": 0,
+            "awaiting_body_cap": 0,
+            "spool_full": 0,
+        }
+        self._spool_seen: dict[str, int] = {}
+        self._forwarded_at: tuple[float, int] | None = None
         self._task: asyncio.Task[None] | None = None
         self._pid = os.getpid()
 
@@ -145,6 +158,8 @@ class Monitor:
             "awaiting_body": self._source.awaiting_body,
             "producers": entries,
         }
+        if self._source.spool is not None:
+            report["spool"] = self._spool_entry(self._source.spool, now)
         await asyncio.to_thread(self._dir.write_report, self._pid, report)
 
     def count_totals(self) -> None:
@@ -157,15 +172,54 @@ class Monitor:
         if pool is not None and pool.released > self._released_seen:
             self._recorder.producers_released(pool.released - self._released_seen)
             self._released_seen = pool.released
+        spool = source.spool
+        spool_counts = spool.counters() if spool is not None else {}
         totals = (
             ("queue_full", source.refused_queue_full),
             ("in_flight_cap", source.refused_in_flight_cap),
             ("awaiting_body_cap", source.refused_awaiting_body_cap),
+            ("spool_full", spool_counts.pop("refused_full", 0)),
         )
+        for name, total in spool_counts.items():
+            seen = self._spool_seen.get(name, 0)
+            if total > seen:
+                self._recorder.spool_counted(name, total - seen)
+                self._spool_seen[name] = total
         for reason, total in totals:
             if total > self._refused_seen[reason]:
                 self._recorder.refused(reason, total - self._refused_seen[reason])
                 self._refused_seen[reason] = total
+
+    def _spool_entry(self, spool: Spool, now: float) -> dict[str, Any]:
+        """The spool's gauges for the report: its files, and the forward rate since last time."""
+        wall = time.time()
+        forwarded = spool.counters()["forwarded"]
+        rate = None
+        if self._forwarded_at is not None and now > self._forwarded_at[0]:
+            rate = round((forwarded - self._forwarded_at[1]) / (now - self._forwarded_at[0]), 1)
+        self._forwarded_at = (now, forwarded)
+        files = []
+        for stats in spool.stats():
+            oldest = stats.oldest_created
+            files.append(
+                {
+                    "file": stats.file,
+                    "own": stats.own,
+                    "available": stats.available,
+                    "records": stats.records,
+                    "bytes": stats.bytes,
+                    "oldest_age_s": None if oldest is None else round(max(0.0, wall - oldest), 1),
+                    "dead_letters": stats.dead_letters,
+                }
+            )
+        return {
+            "directory": spool.settings.directory,
+            "max_bytes": spool.settings.max_bytes,
+            "max_age_s": spool.settings.max_age_s,
+            "unavailable": spool.unavailable,
+            "forwarded_per_s": rate,
+            "files": files,
+        }
 
     async def _observe(
         self, producer: PooledProducer, now: float

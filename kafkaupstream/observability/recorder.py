@@ -96,6 +96,19 @@ class Recorder:
             "lifetime plus --producer-grace",
             registry=None,
         )
+        self._spool = {
+            name: Counter(f"kafkaupstream_spool_{name}", text, registry=None)
+            for name, text in (
+                ("forwarded", "Spooled records delivered to Kafka and removed from the spool"),
+                ("dead_lettered", "Spooled records Kafka refused for good, moved to dead letters"),
+                (
+                    "possible_duplicates",
+                    "Records found at a spool file's open that a producer had been handed before "
+                    "(delivered once more: at most this many duplicates)",
+                ),
+                ("write_errors", "Spool commits that failed (disk full, I/O error)"),
+            )
+        }
         self._routes = BoundedLabels(route_limit)
         self._topics = BoundedLabels(topic_limit)
         self._request_children: dict[tuple[str, int, str], Callable[[], None]] = {}
@@ -116,6 +129,10 @@ class Recorder:
     def refused(self, reason: str, count: int = 1) -> None:
         """``503 backpressure``: ``queue_full``, ``in_flight_cap`` or ``awaiting_body_cap``."""
         self._refusals.labels(reason).inc(count)
+
+    def spool_counted(self, name: str, count: int) -> None:
+        """What the spool's totals (``Spool.counters()``) gained: ``forwarded``, ..."""
+        self._spool[name].inc(count)
 
     def producers_replaced(self, count: int) -> None:
         self._replaced.inc(count)

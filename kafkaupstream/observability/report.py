@@ -62,6 +62,9 @@ def health(
         stale = age > STALE_AFTER_S
         if stale:
             problems.append(f"worker pid {worker.pid} has not reported for {age:.0f} s")
+        spool = report.get("spool") if report else None
+        if spool:
+            problems += _spool_problems(worker.pid, spool)
         producers = list(report.get("producers", ())) if report else []
         for producer in producers:
             if producer.get("reachable") is False:
@@ -77,16 +80,35 @@ def health(
                     f"{float(producer.get('stalled_s', 0)):.0f} s with records pending or timing "
                     f"out ({producer.get('pending')} pending now; {producer.get('stall_cause')})"
                 )
-        workers.append(
-            {
-                "pid": worker.pid,
-                "reported": report is not None,
-                "report_age_s": round(age, 1),
-                "producers": producers,
-            }
-        )
+        entry: dict[str, Any] = {
+            "pid": worker.pid,
+            "reported": report is not None,
+            "report_age_s": round(age, 1),
+            "producers": producers,
+        }
+        if spool:
+            entry["spool"] = spool
+        workers.append(entry)
     body = {"status": "degraded" if problems else "ok", "problems": problems, "workers": workers}
     return (503 if problems else 200), body
+
+
+def _spool_problems(pid: int, spool: Mapping[str, Any]) -> list[str]:
+    """A spool that cannot be written, or whose oldest record waits longer than allowed."""
+    problems = []
+    if spool.get("unavailable"):
+        problems.append(f"spool of worker pid {pid} cannot be opened ({spool['unavailable']})")
+    max_age = float(spool.get("max_age_s") or 0.0)
+    for file in spool.get("files", ()):
+        if not file.get("available", True):
+            problems.append(f"spool file {file.get('file')} of worker pid {pid} cannot be written")
+        age = file.get("oldest_age_s")
+        if age is not None and max_age and age > max_age:
+            problems.append(
+                f"spool file {file.get('file')} of worker pid {pid}: oldest record waits "
+                f"{age:.0f} s (more than {max_age:g} s; {file.get('records')} records)"
+            )
+    return problems
 
 
 def ready(status: RunnerStatus) -> tuple[int, dict[str, Any]]:

@@ -24,6 +24,7 @@ from kafkaupstream.producers import (
     FailureKind,
     Queued,
 )
+from kafkaupstream.spool import Spooled, SpoolFull, SpoolOutcome, SpoolUnavailable
 
 _JSON = ("Content-Type", "application/json")
 _JSON_ONLY = (_JSON,)
@@ -210,6 +211,34 @@ def route_config_invalid(field: str, reason: str) -> Answer:
         "route_config_invalid",
         f"the route's kafkaupstream configuration is invalid: {field}: {reason}",
     )
+
+
+def spool_answer(outcome: SpoolOutcome) -> Answer:
+    """The answer for what the spool made of the record."""
+    if isinstance(outcome, Spooled):
+        return Answer(
+            202, b'{"topic": %s, "status": "spooled"}' % _quoted(outcome.topic), _JSON_ONLY
+        )
+    if isinstance(outcome, SpoolFull):
+        return error_answer(
+            503,
+            "backpressure",
+            "the runner's spool is full; retry after the delay in Retry-After",
+            (("Retry-After", str(max(1, math.ceil(outcome.retry_after_s)))),),
+        )
+    if isinstance(outcome, SpoolUnavailable):
+        return SPOOL_UNAVAILABLE
+    raise TypeError(f"not a spool outcome: {outcome!r}")
+
+
+#: The spool file cannot be written (disk full, I/O error, not openable): nothing was kept.
+SPOOL_UNAVAILABLE = error_answer(
+    503,
+    "spool_unavailable",
+    "the runner cannot write its spool (see its log); nothing was kept, retry after the delay "
+    "in Retry-After",
+    _RETRY_SOON,
+)
 
 
 def outcome_answer(outcome: DeliveryOutcome, timeout_ms: int) -> Answer:

@@ -115,6 +115,11 @@ class RouteConfig:
         return self.delivery == "sync"
 
     @property
+    def spooled(self) -> bool:
+        """Answered once the record is on the runner's local disk (``--spool-dir``)."""
+        return self.delivery == "spool"
+
+    @property
     def topic_header(self) -> str:
         return f"{self.headerprefix}topic"
 
@@ -164,8 +169,21 @@ def _parse_route_config(value: str) -> RouteConfig:
     options = {name: parsers[name](name, raw) for name, raw in fields.items() if raw is not None}
     if "max_batch_records" in options and "batch" not in options:
         raise RouteConfigError("max_batch_records", "only applies to batch routes (set batch)")
-    sync = options.get("delivery", "sync") == "sync"
-    config = RouteConfig(producer_config=_producer_config(raw_producer_config, sync), **options)
+    if options.get("delivery") == "spool" and "batch" in options:
+        raise RouteConfigError("delivery", "'spool' is for one record a request, not batch routes")
+    # Spool routes forward with the idempotent producer too: a retried batch is written once.
+    idempotent = options.get("delivery", "sync") in ("sync", "spool")
+    config = RouteConfig(
+        producer_config=_producer_config(raw_producer_config, idempotent), **options
+    )
+    idempotence = dict(config.producer_config).get("enable.idempotence", "")
+    if config.spooled and idempotence.lower() != "true":
+        # The forwarder's order and its retries without duplicates rest on it.
+        raise RouteConfigError(
+            "config.enable.idempotence",
+            "spool routes produce with the idempotent producer: leave enable.idempotence unset "
+            "(or true), with acks all, max.in.flight at most 5 and retries above 0",
+        )
     if config.topic is None and not config.allowed_topics:
         raise RouteConfigError(
             "topic", "required (or list allowed_topics so that the topic header can choose one)"
@@ -226,7 +244,7 @@ def _position(exc: ValueError) -> str:
     return f"at character {pos}" if pos is not None else "unreadable"
 
 
-def _producer_config(raw: Any, sync: bool) -> ConfigKey:
+def _producer_config(raw: Any, idempotent: bool) -> ConfigKey:
     if raw is None:
         raise RouteConfigError("config", "required: librdkafka producer properties")
     if not isinstance(raw, _Pairs):
@@ -238,7 +256,7 @@ def _producer_config(raw: Any, sync: bool) -> ConfigKey:
     names = {name for name, _ in key}
     if not names.intersection(_BOOTSTRAP_PROPERTIES):
         raise RouteConfigError("config.bootstrap.servers", "required: the brokers to connect to")
-    if sync and _idempotence_fits(dict(key)):
+    if idempotent and _idempotence_fits(dict(key)):
         key = tuple(sorted((*key, ("enable.idempotence", "true"))))
     refusal = check_producer_config(key)
     if refusal is not None:
@@ -327,8 +345,8 @@ def _plain(name: str, raw: Any, path: list[str | int]) -> Any:
 
 def _delivery(name: str, raw: Any) -> str:
     text = _string(name, raw).lower()
-    if text not in ("sync", "async"):
-        raise RouteConfigError(name, "must be 'sync' or 'async'")
+    if text not in ("sync", "async", "spool"):
+        raise RouteConfigError(name, "must be 'sync', 'async' or 'spool'")
     return text
 
 

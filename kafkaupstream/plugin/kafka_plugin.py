@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 
 from kafkaupstream.api import Answer, HTTPRequest, Plugin
@@ -36,6 +37,7 @@ from kafkaupstream.plugin.answers import (
     RequestError,
     batch_answer,
     outcome_answer,
+    spool_answer,
     topic_lookup_failed,
 )
 from kafkaupstream.plugin.answers import route_config_invalid as config_invalid_answer
@@ -51,6 +53,7 @@ from kafkaupstream.producers import (
     ProducerPool,
     TopicLookupFailed,
 )
+from kafkaupstream.spool import Spool, SpoolClosedError
 
 log = logging.getLogger(__name__)
 
@@ -74,9 +77,14 @@ class KafkaUpstreamPlugin(Plugin):
         *,
         max_in_flight: int | None = None,
         max_awaiting_body: int | None = None,
+        spool_factory: Callable[[Callable[[], ProducerPool]], Spool] | None = None,
     ) -> None:
         """``max_in_flight``: requests holding their body at once; ``max_awaiting_body``:
-        requests waiting for it at once (None: no cap)."""
+        requests waiting for it at once (None: no cap).
+
+        ``spool_factory`` (``--spool-dir``) makes the spool of ``delivery: "spool"`` routes from
+        a getter of this plugin's producer pool; without it such routes are invalid.
+        """
         for name, cap in (
             ("max_in_flight", max_in_flight),
             ("max_awaiting_body", max_awaiting_body),
@@ -97,6 +105,7 @@ class KafkaUpstreamPlugin(Plugin):
         self._cap_log = RateLimit(_CAP_LOG_INTERVAL_S)
         self._awaiting_log = RateLimit(_CAP_LOG_INTERVAL_S)
         self._producer_cap_log = RateLimit(_CAP_LOG_INTERVAL_S)
+        self._spool = spool_factory(lambda: self.pool) if spool_factory is not None else None
 
     @property
     def pool(self) -> ProducerPool:
@@ -112,6 +121,11 @@ class KafkaUpstreamPlugin(Plugin):
         return self._pool
 
     @property
+    def spool(self) -> Spool | None:
+        """The spool of this process (``--spool-dir``), for telemetry."""
+        return self._spool
+
+    @property
     def in_flight(self) -> int:
         """Requests between the arrival of their body and their answer now."""
         return self._in_flight
@@ -123,7 +137,13 @@ class KafkaUpstreamPlugin(Plugin):
 
     def prepare(self, value: str) -> RouteConfig | RouteConfigError:
         try:
-            return parse_route_config(value)
+            config = parse_route_config(value)
+            if config.spooled and self._spool is None:
+                raise RouteConfigError(
+                    "delivery",
+                    "'spool' needs the runner's --spool-dir (env KAFKAUPSTREAM_SPOOL_DIR)",
+                )
+            return config
         except RouteConfigError as exc:
             # The field and the reason only: the value may be a password.
             log_event(
@@ -175,6 +195,11 @@ class KafkaUpstreamPlugin(Plugin):
             except RequestError as exc:
                 log_event(log, logging.DEBUG, "request_refused", status=exc.status, error=exc.code)
                 return exc.answer()
+            if self._spool is not None and config.spooled:
+                try:
+                    return spool_answer(await self._spool.append(config.producer_config, record))
+                except SpoolClosedError:
+                    return SHUTTING_DOWN
             producer = self._producer(config)
             if isinstance(producer, Answer):
                 return producer
@@ -275,6 +300,17 @@ class KafkaUpstreamPlugin(Plugin):
         )
         return TOO_MANY_AWAITING_BODY
 
+    async def start(self) -> None:
+        if self._spool is not None:
+            await self._spool.start()
+
     async def close(self, timeout: float) -> None:
+        started = time.monotonic()
+        if self._spool is not None:
+            # Forwarded records still in a producer are flushed (or purged) with it below;
+            # the spool then commits the removals of those that were delivered.
+            self._spool.stop_forwarding()
         if self._pool is not None:
-            await self._pool.close(timeout)
+            await self._pool.close(timeout * 0.8 if self._spool is not None else timeout)
+        if self._spool is not None:
+            await self._spool.close(max(0.0, timeout - (time.monotonic() - started)))

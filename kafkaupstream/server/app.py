@@ -62,6 +62,8 @@ class ServerSettings:
     #: Share of the budget given to in-flight exchanges before they are answered 503.
     drain_share: float = 0.6
     conf_limits: PrepareConfLimits = field(default_factory=PrepareConfLimits)
+    #: Which worker this process is (0 for a single process): it owns that spool slot.
+    worker_slot: int = 0
 
 
 def parse_listen_address(value: str) -> str:
@@ -111,6 +113,8 @@ class RunnerServer:
         if sock is None:
             sock = bind_unix_socket(self.settings.socket_path)
             self._socket_identity = socket_identity(self.settings.socket_path)
+        for plugin in self.state.plugins.values():
+            await plugin.start()
         loop = asyncio.get_running_loop()
         self._open_files = OpenFilesWatch(loop)
         self._server = await loop.create_unix_server(

@@ -248,7 +248,7 @@ class Supervisor:
         parent_end, child_end = socket.socketpair()
         spec = WorkerSpec(
             index=index,
-            settings=self._worker_settings,
+            settings=replace(self._worker_settings, worker_slot=index),
             listener=self._listener,
             channel=child_end,
             make_server=self._make_server,

@@ -15,8 +15,10 @@ from kafkaupstream.plugin.answers import (
     error_answer,
     error_code,
     outcome_answer,
+    spool_answer,
 )
 from kafkaupstream.producers import Delivered, Queued
+from kafkaupstream.spool import Spooled, SpoolFull, SpoolUnavailable
 
 topics = st.text()  # any text: legal topic names are a tiny subset
 
@@ -56,3 +58,21 @@ def test_error_code_is_empty_for_successes_and_bodies_that_are_not_ours():
     assert error_code(INTERNAL_ERROR) == "internal_error"
     assert (SHUTTING_DOWN.status, error_code(SHUTTING_DOWN)) == (503, "shutting_down")
     assert ("Retry-After", "1") in SHUTTING_DOWN.headers
+
+
+@given(topics)
+def test_spooled_body_is_what_json_dumps_writes(topic: str):
+    answer = spool_answer(Spooled(topic))
+    assert (answer.status, answer.body) == (
+        202,
+        json.dumps({"topic": topic, "status": "spooled"}).encode(),
+    )
+
+
+def test_spool_refusals_are_503_with_retry_after_and_their_codes():
+    full = spool_answer(SpoolFull(0.2))
+    unavailable = spool_answer(SpoolUnavailable("disk I/O error"))
+    assert (full.status, error_code(full)) == (503, "backpressure")
+    assert (unavailable.status, error_code(unavailable)) == (503, "spool_unavailable")
+    assert ("Retry-After", "1") in full.headers and ("Retry-After", "1") in unavailable.headers
+    assert b"disk" not in unavailable.body  # the cause is logged, not told to clients

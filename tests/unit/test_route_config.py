@@ -275,3 +275,11 @@ def test_the_idempotence_default_yields_to_what_the_user_chose(config: dict[str,
 def test_async_routes_keep_librdkafkas_default() -> None:
     properties = dict(parse_route_config(conf(topic="t", delivery="async")).producer_config)
     assert "enable.idempotence" not in properties
+
+
+def test_a_batch_route_cannot_be_spooled() -> None:
+    value = {"config": {"bootstrap.servers": "k:9092"}, "topic": "t", "batch": "ndjson"}
+    with pytest.raises(RouteConfigError) as refused:
+        parse_route_config(json.dumps({**value, "delivery": "spool"}))
+    assert refused.value.field == "delivery" and "batch" in refused.value.reason
+    assert parse_route_config(json.dumps({**value, "delivery": "async"})).batch == "ndjson"
