@@ -280,7 +280,10 @@ def test_records_kafka_refuses_for_good_become_dead_letters_and_the_rest_flows(
         async with FakeApisix(runner.socket_path) as apisix:
             return [
                 await post(apisix, route, {"id": "small-1"}),
-                await post(apisix, route, {"id": "big", "pad": "x" * 3000}),
+                # Its value fits message.max.bytes, not with its key: only Kafka's client can
+                # refuse it (a value over the limit is refused 413 before it is spooled).
+                await post(apisix, route, {"id": "big", "pad": "x" * 800}, ("key", "k" * 300)),
+                await post(apisix, route, {"id": "huge", "pad": "x" * 3000}),
                 await post(apisix, route, {"id": "bad-partition"}, ("partition", "7")),
                 await post(apisix, route, {"id": "small-2"}),
             ]
@@ -296,7 +299,7 @@ def test_records_kafka_refuses_for_good_become_dead_letters_and_the_rest_flows(
         asyncio.run(until(lambda: len(dead_letters()) == 2, 15, "two dead letters"))
         dead = dead_letters()
         logs = runner.logs()
-    assert [a.status for a in answers] == [202] * 4
+    assert [a.status for a in answers] == [202, 202, 413, 202, 202]
     assert dict(counts) == {"small-1": 1, "small-2": 1}
     assert dead[0][0] == "MSG_SIZE_TOO_LARGE"
     assert json.loads(dead[0][1])["id"] == "big"
