@@ -14,10 +14,9 @@ from dataclasses import dataclass, field
 from fnmatch import translate
 from typing import Any
 
-import jmespath
 from jmespath.exceptions import JMESPathError
-from jmespath.parser import ParsedResult
 
+from kafkaupstream.plugin.jsonkey import JsonKey
 from kafkaupstream.plugin.schema import RouteSchema, SchemaError, compile_schema, pointer
 from kafkaupstream.plugin.schema_cost import MAX_VALIDATION_WORK
 from kafkaupstream.producers import (
@@ -77,7 +76,7 @@ class RouteConfig:
     topic: str | None = None
     partition: int = -1
     key: bytes | None = None
-    jsonkey: ParsedResult | None = None
+    jsonkey: JsonKey | None = None
     headerprefix: str = ""
     delivery: str = "sync"
     timeout_ms: int = DEFAULT_TIMEOUT_MS
@@ -133,7 +132,7 @@ class RouteConfig:
 
     @property
     def jsonkey_source(self) -> str | None:
-        return None if self.jsonkey is None else str(self.jsonkey.expression)
+        return None if self.jsonkey is None else self.jsonkey.source
 
 
 def parse_route_config(value: str) -> RouteConfig:
@@ -303,12 +302,12 @@ def _key(name: str, raw: Any) -> bytes:
     return _string(name, raw).encode("utf-8", "surrogatepass")
 
 
-def _jsonkey(name: str, raw: Any) -> ParsedResult:
+def _jsonkey(name: str, raw: Any) -> JsonKey:
     text = _string(name, raw)
     if not text:
         raise RouteConfigError(name, "empty: give a JMESPath expression or leave the field out")
     try:
-        return jmespath.compile(text)
+        return JsonKey(text)
     except JMESPathError:
         raise RouteConfigError(
             name, "not a valid JMESPath expression (quote names with '-' or digits)"
