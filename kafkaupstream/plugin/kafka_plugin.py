@@ -166,24 +166,17 @@ class KafkaUpstreamPlugin(Plugin):
             refused = await self._unknown_topic(config, routing.topic)
             if refused is not None:
                 return refused
-        # Inline, not helpers: this runs for every request. Full before the fetch (a stalled
-        # broker): refused without a body round trip; full once the body came: refused then.
-        max_in_flight = self._max_in_flight
-        if max_in_flight is not None and self._in_flight >= max_in_flight:
-            return self._refuse_over_cap()
-        max_awaiting = self._max_awaiting_body
-        if max_awaiting is not None and self._awaiting_body >= max_awaiting:
-            return self._refuse_awaiting_body()
-        self._awaiting_body += 1
+        refused = self.admit()
+        if refused is not None:
+            return refused
         try:
             body = await request.body()
-        finally:
-            self._awaiting_body -= 1
-        if max_in_flight is not None and self._in_flight >= max_in_flight:
-            return self._refuse_over_cap()
-        # Counted from the body's arrival to the answer: what a request holds meanwhile (its
-        # body, its record, a wait on the delivery report) is what the cap bounds.
-        self._in_flight += 1
+        except BaseException:
+            self.abandon()
+            raise
+        refused = self.body_arrived()
+        if refused is not None:
+            return refused
         try:
             if config.batch is not None:
                 return await self._handle_batch(config, routing, body)
@@ -213,7 +206,45 @@ class KafkaUpstreamPlugin(Plugin):
                 self.refused_queue_full += 1
             return outcome_answer(outcome, config.timeout_ms)
         finally:
-            self._in_flight -= 1
+            self.finished()
+
+    # --- the two caps: the one place that counts them (the compiled lane calls these too) ------
+
+    def admit(self) -> Answer | None:
+        """Before the body fetch: the refusal, or None with the request counted as awaiting it.
+
+        Over ``max_in_flight`` already (a stalled broker), a request is refused without a body
+        round trip; over ``max_awaiting_body``, slow uploads are the ones refused.
+        """
+        cap = self._max_in_flight
+        if cap is not None and self._in_flight >= cap:
+            return self._refuse_over_cap()
+        cap = self._max_awaiting_body
+        if cap is not None and self._awaiting_body >= cap:
+            return self._refuse_awaiting_body()
+        self._awaiting_body += 1
+        return None
+
+    def abandon(self) -> None:
+        """An admitted request that will never get its body (the connection went)."""
+        self._awaiting_body -= 1
+
+    def body_arrived(self) -> Answer | None:
+        """The body came: the refusal, or None with the request counted as in flight.
+
+        Counted from the body's arrival to the answer: what a request holds meanwhile (its body,
+        its record, a wait on the delivery report) is what ``max_in_flight`` bounds.
+        """
+        self._awaiting_body -= 1
+        cap = self._max_in_flight
+        if cap is not None and self._in_flight >= cap:
+            return self._refuse_over_cap()
+        self._in_flight += 1
+        return None
+
+    def finished(self) -> None:
+        """An in-flight request was answered."""
+        self._in_flight -= 1
 
     def _producer(self, config: RouteConfig) -> PooledProducer | Answer:
         """The route's producer, or the answer when there can be none."""

@@ -398,17 +398,10 @@ class LaneConnection:
             else:
                 self._plugin_failed(refused)
             return True
-        # The plugin's caps, checked as it checks them: in flight before the fetch too (a
-        # stalled broker costs no body round trip), then the requests awaiting their body.
-        cap = plugin._max_in_flight
-        if cap is not None and plugin._in_flight >= cap:
-            self._answer(plugin._refuse_over_cap())
+        refused_answer = plugin.admit()  # the plugin's caps, counted by the plugin
+        if refused_answer is not None:
+            self._answer(refused_answer)
             return True
-        awaiting_cap = plugin._max_awaiting_body
-        if awaiting_cap is not None and plugin._awaiting_body >= awaiting_cap:
-            self._answer(plugin._refuse_awaiting_body())
-            return True
-        plugin._awaiting_body += 1
         self._holds = _HOLDS_AWAITING_BODY
         self._routing = routing
         self._phase = _BODY
@@ -419,12 +412,11 @@ class LaneConnection:
         assert self._conf is not None
         self._phase = _BUSY
         plugin: KafkaUpstreamPlugin = self._conf.plugin  # type: ignore[assignment]
-        self._release_plugin()
-        cap = plugin._max_in_flight
-        if cap is not None and plugin._in_flight >= cap:
-            self._answer(plugin._refuse_over_cap())
+        self._holds = _HOLDS_NOTHING
+        refused = plugin.body_arrived()
+        if refused is not None:
+            self._answer(refused)
             return
-        plugin._in_flight += 1
         self._holds = _HOLDS_IN_FLIGHT
         config: RouteConfig = self._conf.state
         routing = self._routing
@@ -553,9 +545,9 @@ class LaneConnection:
         holds = self._holds
         self._holds = _HOLDS_NOTHING
         if holds == _HOLDS_IN_FLIGHT:
-            plugin._in_flight -= 1
+            plugin.finished()
         elif holds == _HOLDS_AWAITING_BODY:
-            plugin._awaiting_body -= 1
+            plugin.abandon()
 
     def _plugin_failed(self, exc: BaseException | None = None) -> None:
         assert self._call is not None
